@@ -1,0 +1,283 @@
+/*
+ * ndchan: zero-copy channels of n-dimensional arrays between processes.
+ *
+ * A channel is one shared-memory segment (an anonymous memfd or a named
+ * POSIX shm object) holding N slots. A sender reserves a slot, writes the
+ * array into it in place and commits it; a receiver acquires the oldest
+ * committed slot, reads it in place and releases it. ndc_send/ndc_recv do the
+ * same with one copy for data that lives elsewhere.
+ *
+ * Conventions of every call here:
+ *  - a fallible call returns 0 (or a count) on success and a negative errno
+ *    value on failure; ndc_strerror() gives the text, ndc_last_error() the
+ *    details of this thread's last failure;
+ *  - out parameters are left untouched on failure (one documented exception:
+ *    ndc_recv's -EMSGSIZE fills in the shape so the caller can size a buffer);
+ *  - timeouts are relative, in nanoseconds: NDC_FOREVER blocks, 0 tries once;
+ *  - the library prints nothing, installs no signal handler, starts no thread.
+ *
+ * Thread safety: every call on one ndc_chan may run concurrently from any
+ * number of threads, except ndc_free, which must be the handle's last call.
+ */
+#ifndef NDCHAN_H
+#define NDCHAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(NDC_BUILDING) && defined(__GNUC__)
+#define NDC_API __attribute__((visibility("default")))
+#else
+#define NDC_API
+#endif
+
+#define NDC_VERSION_MAJOR 0
+#define NDC_VERSION_MINOR 1
+
+/* ---- constants ---------------------------------------------------------- */
+
+#define NDC_FOREVER   (-1)           /* timeout: block until done */
+
+#define NDC_RDONLY    (1u << 0)      /* ndc_open*: receive only; payload mapped read-only */
+#define NDC_POPULATE  (1u << 1)      /* opts.flags: fault every page in at creation */
+#define NDC_HUGEPAGES (1u << 2)      /* opts.flags: back payloads with huge pages, or fail clearly */
+
+#define NDC_MAX_DIMS  32
+#define NDC_MAX_SLOTS 4096           /* opts.slots above this is -EINVAL */
+#define NDC_MAX_PEERS 256            /* processes attached at once; one more is -EUSERS */
+#define NDC_MAX_SLOT_BYTES (1ull << 40) /* opts.slot_bytes above this is -EINVAL */
+#define NDC_NAME_MAX  200            /* longest channel name, leading '/' included */
+
+/* ---- dtypes ------------------------------------------------------------- */
+
+enum ndc_dtype {
+    NDC_BOOL = 1, NDC_I8, NDC_I16, NDC_I32, NDC_I64,
+    NDC_U8, NDC_U16, NDC_U32, NDC_U64,
+    NDC_F16, NDC_BF16, NDC_F32, NDC_F64, NDC_C64, NDC_C128
+};
+#define NDC_DTYPE_LAST NDC_C128
+
+/* Size in bytes of one element; 0 for a value that is not a dtype. */
+NDC_API size_t ndc_dtype_size(enum ndc_dtype t);
+/* numpy's name ("float64", "bfloat16", "complex128", "bool"); "invalid" for
+ * a value that is not a dtype. Never NULL. */
+NDC_API const char *ndc_dtype_name(enum ndc_dtype t);
+
+/* ---- arrays ------------------------------------------------------------- */
+
+struct ndc_array {                  /* a view: it never owns data */
+    void          *data;
+    enum ndc_dtype dtype;
+    int            ndim;
+    int64_t        shape[NDC_MAX_DIMS];
+    int64_t        strides[NDC_MAX_DIMS];   /* bytes; any sign on the send side */
+    uint64_t       tag;             /* the sender's, carried unchanged */
+    uint64_t       seq;             /* set on receive: the channel's send order, from 0 */
+};
+
+/* Describe `data` as a C-ordered array: fills dtype, ndim, shape and C-order
+ * strides, sets tag and seq to 0. `shape` may be NULL when ndim is 0.
+ * \return 0
+ * \return -EINVAL   a NULL `a`, an unknown dtype, ndim outside 0..NDC_MAX_DIMS,
+ *                   a negative extent, or a NULL shape with ndim > 0
+ * \return -EOVERFLOW the payload size does not fit in int64_t
+ * `a` is untouched on failure. */
+NDC_API int ndc_array_init(struct ndc_array *a, enum ndc_dtype t, int ndim,
+                           const int64_t *shape, void *data);
+
+/* Payload size: product of the shape times the element size (strides play no
+ * part). SIZE_MAX when `a` is NULL or invalid (unknown dtype, bad ndim,
+ * negative extent) or the size overflows int64_t. 0 for a zero-size array. */
+NDC_API size_t ndc_array_nbytes(const struct ndc_array *a);
+
+/* ---- channels ----------------------------------------------------------- */
+
+typedef struct ndc_chan ndc_chan;
+
+struct ndc_chan_opts {
+    uint32_t slots;        /* arrays in flight; 0 = default (4); at most NDC_MAX_SLOTS */
+    uint32_t flags;        /* NDC_POPULATE, NDC_HUGEPAGES; other bits are -EINVAL */
+    uint64_t slot_bytes;   /* largest payload; 0 = default (64 MiB); at most NDC_MAX_SLOT_BYTES.
+                              Untouched capacity costs no memory. */
+    int64_t  spin_ns;      /* how long a waiter spins before it sleeps in the kernel:
+                              0 = default (adaptive, up to 20 us, never when the peer
+                              last ran on the waiter's own CPU); < 0 = never spin */
+    /* NUMA placement of the payload pages (see ndc_numa_*). 0 = first touch. */
+    uint32_t numa_policy;  /* enum ndc_numa_policy */
+    int32_t  numa_node;    /* NDC_NUMA_BIND / NDC_NUMA_PREFERRED: the node */
+    uint64_t numa_nodeset; /* NDC_NUMA_INTERLEAVE: bit i = node i; 0 = all nodes */
+    uint64_t reserved[6];  /* must be zero */
+};
+
+/* Create a channel and attach to it.
+ * name == NULL: an anonymous memfd, shared by fork() or by passing ndc_fd();
+ * sealed against growing and shrinking. Otherwise a POSIX shm object "/name"
+ * (a leading '/' is optional; no other '/'), created O_EXCL with mode 0600.
+ * o == NULL means all defaults.
+ * \return 0, *ch set
+ * \return -EINVAL    bad name, unknown flag bit, nonzero reserved field, or a
+ *                    size above the limits
+ * \return -EEXIST    a shm object of that name exists
+ * \return -ENOMEM    NDC_HUGEPAGES and the system has no huge pages to give
+ *                    (ndc_last_error() names the setting), or out of memory
+ * \return -ENOTSUP   a NUMA policy this build or machine cannot honour
+ * \return -ENODEV    a NUMA node that does not exist
+ * \return other      -errno of memfd_create, shm_open, ftruncate, mmap */
+NDC_API int ndc_create(ndc_chan **ch, const char *name, const struct ndc_chan_opts *o);
+
+/* Attach to a named channel. flags: 0 or NDC_RDONLY (receive only: the
+ * payload is mapped read-only and sending is -EPERM).
+ * \return -ENOENT no such channel; -EPROTO not an ndchan segment of this
+ * layout version; -EBADMSG a segment whose geometry is inconsistent;
+ * -EUSERS NDC_MAX_PEERS processes attached; -EINVAL bad name or flags. */
+NDC_API int ndc_open(ndc_chan **ch, const char *name, uint32_t flags);
+/* As ndc_open, on a segment fd (from ndc_fd() of another process, passed over
+ * a unix socket). The fd is duplicated: the caller keeps and closes its own. */
+NDC_API int ndc_open_fd(ndc_chan **ch, int fd, uint32_t flags);
+/* The segment's file descriptor, owned by the handle (close-on-exec). */
+NDC_API int ndc_fd(const ndc_chan *ch);
+
+/* End of stream. Senders get -EPIPE from then on; receivers get every array
+ * committed before it, then -EPIPE. Wakes every waiter. Never waits on
+ * another process. Closing twice is harmless. \return 0, or -EINVAL */
+NDC_API int ndc_close(ndc_chan *ch);
+/* Detach this process: loans and reservations it still holds are returned to
+ * the pool, the mapping and fd are released. Does not close the stream (a
+ * receiver waiting on a stream whose every sender detached without
+ * ndc_close gets -EOWNERDEAD). Never waits on another process. NULL is a
+ * no-op. */
+NDC_API void ndc_free(ndc_chan *ch);
+/* Remove a named channel's name; attached processes keep working. */
+NDC_API int ndc_unlink(const char *name);
+
+/* ---- zero copy: write and read in place --------------------------------- */
+
+/* Wait for a free slot and lend it to the caller.
+ * in:  a->dtype, a->ndim, a->shape, a->tag
+ * out: a->data (the slot's payload, page aligned), a->strides (C order)
+ * The array is not visible to receivers until ndc_commit.
+ * \return 0
+ * \return -EINVAL   invalid dtype/ndim/shape
+ * \return -E2BIG    the array is larger than slot_bytes (checked before waiting)
+ * \return -EPERM    the handle is receive-only
+ * \return -EPIPE    the channel is closed
+ * \return -EAGAIN   timeout 0 and no slot free
+ * \return -ETIMEDOUT, -EINTR (a caught signal while asleep)
+ * \return -EOWNERDEAD no slot is free and every receiver is gone
+ * \return -EBADMSG  the segment's shared state is corrupt */
+NDC_API int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
+/* Publish a reserved slot. a->data must be what ndc_reserve returned;
+ * dtype, ndim, shape and tag are read again (the shape may shrink, never grow
+ * past slot_bytes); strides must be C order. Never blocks.
+ * \return 0; -EINVAL not a slot this process reserved, or a bad header;
+ * -E2BIG grown past slot_bytes (the slot stays reserved);
+ * -EPIPE the channel was closed (the slot is discarded). */
+NDC_API int ndc_commit(ndc_chan *ch, struct ndc_array *a);
+/* Wait for the oldest committed array and lend it to the caller; fills every
+ * field of `a`; a->data points into the segment (read-only under NDC_RDONLY).
+ * \return 0; -EAGAIN (timeout 0, channel empty); -ETIMEDOUT; -EINTR;
+ * -EPIPE (closed and drained); -EOWNERDEAD (empty and every sender gone);
+ * -EBADMSG (the slot's header failed validation: the array is dropped, its
+ * slot returned, and the next call goes on with the next array). */
+NDC_API int ndc_acquire(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
+/* Return an acquired slot to the pool (loans may be released in any order).
+ * \return 0; -EINVAL `a` is not a loan this process holds */
+NDC_API int ndc_release(ndc_chan *ch, struct ndc_array *a);
+
+/* ---- one copy each side ------------------------------------------------- */
+
+/* Copy `a` (any strides: negative, zero, non-contiguous) into a slot, C order,
+ * and commit it. Returns as ndc_reserve. */
+NDC_API int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns);
+/* Receive into the caller's buffer a->data of `capacity` bytes, C order.
+ * \return as ndc_acquire, and -EMSGSIZE: the array is larger than capacity.
+ * It is kept: the next ndc_recv or ndc_acquire on this handle returns it, and
+ * a's dtype/ndim/shape/tag/seq describe it (a->data is untouched) so
+ * ndc_array_nbytes(a) is the capacity needed. */
+NDC_API int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout_ns);
+
+/* ---- state -------------------------------------------------------------- */
+
+struct ndc_stat {
+    uint32_t slots, free, ready, loaned;  /* slot states now; they add up to slots */
+    uint32_t attached;                    /* live processes attached */
+    uint32_t receivers_waiting;           /* receivers asleep on an empty channel: idle */
+    uint32_t senders_waiting;             /* senders asleep on a full channel: backpressure */
+    uint32_t closed;
+    uint64_t sent, received, bytes_sent;
+    uint64_t slot_bytes;
+};
+/* A snapshot, read without locking (never waits on another process).
+ * \return 0; -EBADMSG a slot state word is corrupt */
+NDC_API int ndc_stat(const ndc_chan *ch, struct ndc_stat *st);
+
+/* Text for a value returned by any call here (0 or negative errno). */
+NDC_API const char *ndc_strerror(int err);
+/* Details of the last call on this thread that failed ("NDC_HUGEPAGES: ...",
+ * "segment magic mismatch", ...); "" when none. Valid until the thread's
+ * next ndc_ call. */
+NDC_API const char *ndc_last_error(void);
+
+/* Spin budget of this handle (see ndc_chan_opts.spin_ns); returns 0. */
+NDC_API int ndc_set_spin(ndc_chan *ch, int64_t spin_ns);
+
+/* ---- NUMA placement (hwloc) --------------------------------------------- */
+
+enum ndc_numa_policy {
+    NDC_NUMA_FIRST_TOUCH = 0,  /* the kernel's default: where the first writer runs */
+    NDC_NUMA_BIND,             /* only numa_node; fail rather than spill */
+    NDC_NUMA_PREFERRED,        /* numa_node first, others when it is full */
+    NDC_NUMA_INTERLEAVE,       /* page by page over numa_nodeset */
+    NDC_NUMA_NEAR_RECEIVER,    /* bound to the node of the first receiver, when it attaches */
+};
+
+/* Nodes holding the payload pages now: counts[i] = pages on node i, for
+ * i < max (entries beyond the machine's nodes are 0). Only touched pages
+ * count. \return the number of nodes of the machine, or -ENOTSUP without
+ * hwloc, or -errno. */
+NDC_API int ndc_numa_where(const ndc_chan *ch, uint64_t *counts, int max);
+/* Bind the calling thread to the cores of the node holding most of the
+ * channel's payload pages (or of its bound node when nothing is touched yet).
+ * \return the node, or -ENOTSUP, -ENODEV, -errno. */
+NDC_API int ndc_numa_pin_near(const ndc_chan *ch);
+/* Bind the calling thread to one CPU. \return 0 or -EINVAL/-errno. */
+NDC_API int ndc_pin_cpu(int cpu);
+/* Suggest a producer/consumer CPU pair sharing the most (same L3, same
+ * node, different cores). \return 0, or -ENOTSUP, -ENODEV (one CPU). */
+NDC_API int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu);
+
+/* ---- .npy files --------------------------------------------------------- */
+
+struct ndc_npy_opts {
+    uint32_t queue_depth;  /* files in flight for ndc_npy_load/ndc_npy_drain; 0 = default (4) */
+    uint32_t flags;        /* NDC_NPY_DIRECT: O_DIRECT where alignment allows; else 0 */
+    uint64_t reserved[4];  /* must be zero */
+};
+#define NDC_NPY_DIRECT (1u << 0)
+
+/* Read one .npy file straight into a slot (reserve, read, commit). The tag
+ * is set to `tag`. \return 0, -EINVAL/-EBADMSG (not a valid .npy we take),
+ * -ENOTSUP (object/structured dtype), -E2BIG, and ndc_reserve's returns. */
+NDC_API int ndc_npy_read(ndc_chan *ch, const char *path, uint64_t tag, int64_t timeout_ns);
+/* Write one array (any strides) to a .npy file (version 1.0, or 2.0 when the
+ * header needs it). \return 0 or -errno. */
+NDC_API int ndc_npy_write(const struct ndc_array *a, const char *path);
+/* Read `n` files into the channel in the order given, keeping up to
+ * queue_depth reads in flight; tag i = i. \return the number of files sent,
+ * or -errno of the first failure (files before it were sent). */
+NDC_API int ndc_npy_load(ndc_chan *ch, const char *const *paths, size_t n,
+                         const struct ndc_npy_opts *o);
+/* Receive until end of stream, writing each array to dir/<seq>.npy (seq as
+ * 12 zero-padded digits), keeping up to queue_depth writes in flight; a slot
+ * is released when its write completes. \return the number of arrays
+ * written, or -errno of the first failure. */
+NDC_API int ndc_npy_drain(ndc_chan *ch, const char *dir, const struct ndc_npy_opts *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NDCHAN_H */

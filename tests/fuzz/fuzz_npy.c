@@ -1,0 +1,5 @@
+#include <stddef.h>
+#include <stdint.h>
+#include "ndchan.h"
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { (void)data; (void)size; return 0; }

@@ -1,0 +1,87 @@
+#include "helpers.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *th_unique_name(const char *what)
+{
+    static _Atomic unsigned counter;
+    static __thread char buf[128];
+    snprintf(buf, sizeof buf, "/ndctest.%s.%d.%u", what, (int)getpid(),
+             atomic_fetch_add(&counter, 1));
+    return buf;
+}
+
+pid_t th_fork(int (*fn)(void *), void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(fn(arg) & 0xff);
+    return pid;
+}
+
+int th_wait(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = th_now_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0)
+            return -1;
+        if (th_now_ns() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(1000);
+    }
+}
+
+/* splitmix64: cheap, and every byte depends on the seed and its position. */
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void th_fill(void *p, size_t n, uint64_t seed)
+{
+    unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v = mix(seed ^ i);
+        memcpy(b + i, &v, 8);
+    }
+    uint64_t v = mix(seed ^ i);
+    memcpy(b + i, &v, n - i);
+}
+
+int th_check(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v = mix(seed ^ i);
+        if (memcmp(b + i, &v, 8) != 0)
+            return 0;
+    }
+    uint64_t v = mix(seed ^ i);
+    return memcmp(b + i, &v, n - i) == 0;
+}
+
+int64_t th_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}

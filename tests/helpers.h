@@ -1,0 +1,26 @@
+/* Helpers shared by the Criterion suites. */
+#ifndef NDC_TEST_HELPERS_H
+#define NDC_TEST_HELPERS_H
+#include <stdint.h>
+#include <sys/types.h>
+#include "ndchan.h"
+
+/* A shm name unique to this process and call, so suites run in parallel. */
+const char *th_unique_name(const char *what);
+/* Fork; the child runs fn(arg) and _exits with its return value. */
+pid_t th_fork(int (*fn)(void *), void *arg);
+/* Wait for pid up to timeout_ms; returns its exit status (0..255), 128+signal
+ * if it was killed, or -1 on timeout (the child is then SIGKILLed). */
+int th_wait(pid_t pid, int timeout_ms);
+/* Deterministic fill/check of a payload from (seed, nbytes). */
+void th_fill(void *p, size_t n, uint64_t seed);
+int th_check(const void *p, size_t n, uint64_t seed);
+/* Monotonic clock in ns. */
+int64_t th_now_ns(void);
+
+/* cr_assert that an ndc_ call returned `want`, printing ndc_strerror. */
+#define th_expect(call, want) do { int th_r_ = (call); \
+    cr_assert_eq(th_r_, (want), "%s = %d (%s), want %d (%s); detail: %s", #call, th_r_, \
+                 ndc_strerror(th_r_), (want), ndc_strerror(want), ndc_last_error()); } while (0)
+#define th_ok(call) th_expect(call, 0)
+#endif

@@ -1,0 +1,3 @@
+#include <criterion/criterion.h>
+#include "ndchan.h"
+#include "helpers.h"

@@ -1,0 +1,3 @@
+#include <stdio.h>
+#include "ndchan.h"
+int main(void) { fputs("not built yet\n", stderr); return 1; }
