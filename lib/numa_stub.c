@@ -1,22 +1,105 @@
-/* Built when hwloc is absent: placement is not available. */
+/* Built when hwloc is absent: placement is not available. Options are still
+ * validated (a typo is -EINVAL here as with hwloc); every policy but first
+ * touch is -ENOTSUP, and so is every question about the topology. Pinning to
+ * a given CPU needs no hwloc and works. */
 #include <errno.h>
+#include <sched.h>
+#include <string.h>
 
+#include "chan.h"
 #include "error.h"
 #include "numa.h"
 
+#define NO_HWLOC "NUMA placement needs hwloc: rebuild with -Dhwloc=enabled"
+
 int ndc__numa_check(const struct ndc_chan_opts *o)
 {
+    int r = ndc__numa_check_fields(o);
+    if (r)
+        return r;
     if (o && o->numa_policy != NDC_NUMA_FIRST_TOUCH)
-        return ndc__fail(-ENOTSUP, "NUMA placement needs hwloc: rebuild with -Dhwloc=enabled");
+        return ndc__fail(-ENOTSUP, NO_HWLOC);
     return 0;
 }
-int ndc__numa_place(void *addr, size_t len, const struct ndc_chan_opts *o) { (void)addr; (void)len; (void)o; return 0; }
-int ndc__numa_bind_here(void *addr, size_t len) { (void)addr; (void)len; return -ENOTSUP; }
-int ndc_numa_where(const ndc_chan *ch, uint64_t *counts, int max) { (void)ch; (void)counts; (void)max; return -ENOTSUP; }
-int ndc_numa_pin_near(const ndc_chan *ch) { (void)ch; return -ENOTSUP; }
-int ndc_suggest_cpus(int *p, int *c) { (void)p; (void)c; return -ENOTSUP; }
 
-#include <sched.h>
+int ndc__numa_place(void *addr, size_t len, const struct ndc_chan_opts *o)
+{
+    (void)addr; (void)len;
+    return ndc__numa_check(o);
+}
+
+int ndc__numa_bind_here(void *addr, size_t len)
+{
+    (void)addr; (void)len;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc__numa_where_area(const void *addr, size_t len, uint64_t *counts, int max)
+{
+    (void)addr; (void)len; (void)counts; (void)max;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc__numa_area_policy(const void *addr, uint32_t *policy, uint64_t *nodes)
+{
+    (void)addr; (void)policy; (void)nodes;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc__topo_load(struct ndc__topo **out, const char *desc)
+{
+    (void)out; (void)desc;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+void ndc__topo_free(struct ndc__topo *t) { (void)t; }
+int ndc__topo_nodes(const struct ndc__topo *t) { (void)t; return 0; }
+int ndc__topo_node_span(const struct ndc__topo *t) { (void)t; return 0; }
+
+int ndc__numa_plan(const struct ndc__topo *t, const struct ndc_chan_opts *o,
+                   struct ndc__numa_plan *p)
+{
+    (void)t; (void)o; (void)p;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc__numa_node_near_cpu(const struct ndc__topo *t, int cpu)
+{
+    (void)t; (void)cpu;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc__suggest_pair(const struct ndc__topo *t, const char *allowed,
+                      struct ndc__cpu_pair *out)
+{
+    (void)t; (void)allowed; (void)out;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc__topo_describe(const struct ndc__topo *t, struct ndc__topo_desc **out)
+{
+    (void)t; (void)out;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+void ndc__topo_desc_free(struct ndc__topo_desc *d) { (void)d; }
+
+int ndc_numa_where(const ndc_chan *ch, uint64_t *counts, int max)
+{
+    (void)ch; (void)counts; (void)max;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc_numa_pin_near(const ndc_chan *ch)
+{
+    (void)ch;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
+int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu)
+{
+    (void)producer_cpu; (void)consumer_cpu;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
+
 int ndc_pin_cpu(int cpu)
 {
     if (cpu < 0 || cpu >= CPU_SETSIZE)
@@ -24,5 +107,7 @@ int ndc_pin_cpu(int cpu)
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof set, &set) ? -errno : 0;
+    if (sched_setaffinity(0, sizeof set, &set) < 0)
+        return ndc__fail(-errno, "sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
+    return 0;
 }
