@@ -549,7 +549,7 @@ static long map_resident(const void *addr, size_t len)
 
 int ndc__numa_where_area(const void *addr, size_t len, uint64_t *counts, int max)
 {
-    const struct ndc__topo *t;
+    const struct ndc__topo *t = NULL;
     int r = machine_get(&t);
     if (r)
         return r;
@@ -589,7 +589,7 @@ int ndc__numa_where_area(const void *addr, size_t len, uint64_t *counts, int max
 
 int ndc__numa_area_policy(const void *addr, uint32_t *policy, uint64_t *nodes)
 {
-    const struct ndc__topo *t;
+    const struct ndc__topo *t = NULL;
     int r = machine_get(&t);
     if (r)
         return r;
@@ -626,7 +626,7 @@ int ndc__numa_check(const struct ndc_chan_opts *o)
     int r = ndc__numa_check_fields(o);
     if (r || !o || o->numa_policy == NDC_NUMA_FIRST_TOUCH)
         return r;
-    const struct ndc__topo *t;
+    const struct ndc__topo *t = NULL;
     struct ndc__numa_plan p;
     if ((r = machine_get(&t)) || (r = ndc__numa_plan(t, o, &p)))
         return r;
@@ -673,7 +673,7 @@ int ndc__numa_place(void *addr, size_t len, const struct ndc_chan_opts *o)
 {
     if (!o || o->numa_policy == NDC_NUMA_FIRST_TOUCH || o->numa_policy == NDC_NUMA_NEAR_RECEIVER)
         return ndc__numa_check_fields(o);
-    const struct ndc__topo *t;
+    const struct ndc__topo *t = NULL;
     struct ndc__numa_plan p;
     int r;
     if ((r = machine_get(&t)) || (r = ndc__numa_plan(t, o, &p)))
@@ -724,7 +724,7 @@ static void migrate_existing(const struct ndc__topo *t, void *addr, size_t len,
 
 int ndc__numa_bind_here(void *addr, size_t len)
 {
-    const struct ndc__topo *t;
+    const struct ndc__topo *t = NULL;
     int r = machine_get(&t);
     if (r)
         return r;
@@ -762,7 +762,7 @@ NDC_API int ndc_numa_pin_near(const ndc_chan *ch)
 {
     if (!ch)
         return ndc__fail(-EINVAL, "NULL channel");
-    const struct ndc__topo *t;
+    const struct ndc__topo *t = NULL;
     int r = machine_get(&t);
     if (r)
         return r;
@@ -817,7 +817,7 @@ NDC_API int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu)
 {
     if (!producer_cpu || !consumer_cpu)
         return ndc__fail(-EINVAL, "NULL out parameter");
-    const struct ndc__topo *t;
+    const struct ndc__topo *t = NULL;
     int r = machine_get(&t);
     if (r)
         return r;
