@@ -18,4 +18,41 @@ struct ndc__payload {
 };
 void ndc__chan_payload(const ndc_chan *ch, struct ndc__payload *p);
 
+/* ---- the handle (private to the library) -------------------------------- */
+#include "segment.h"
+
+struct ndc_chan {
+    struct ndc__segment seg;     /* fd, mapping, validated geometry: never re-read */
+    struct ndc__ctrl *ctrl;
+    struct ndc__peer *peers;     /* [seg.g.max_peers] */
+    uint16_t *free_idx;          /* [nslots], under the lock */
+    uint16_t *ready_idx;         /* [nslots], under the lock */
+    struct ndc__slot *slots;     /* [nslots] */
+    unsigned char *payload;      /* slot i at payload + i * slot_stride */
+    uint32_t open_flags;         /* NDC_RDONLY */
+    /* This process's identity in the segment. A child after fork() finds
+     * fork_gen stale and joins as a process of its own (see peer.c). */
+    uint32_t me;                 /* peer index */
+    int32_t pid;
+    unsigned fork_gen;
+    _Atomic uint32_t roles;      /* NDC__PEER_SENT/RECEIVED already published */
+    _Atomic int joining;
+    /* Waiting policy (see chan.c, "Waiting"). */
+    int64_t spin_budget;         /* ns; 0: never spin */
+    _Atomic int64_t spin_now[2]; /* adapted budget per semaphore */
+    /* A loan kept by ndc_recv's -EMSGSIZE, handed out by the next receive. */
+    _Atomic int32_t stash;
+};
+
+/* Bring a handle used for the first time in a forked child into the
+ * segment as its own peer. Cheap when nothing forked: one load. */
+int ndc__rejoin_slow(ndc_chan *ch);
+extern _Atomic unsigned ndc__fork_gen;
+static inline int ndc__ensure_joined(ndc_chan *ch)
+{
+    if (__builtin_expect(ch->fork_gen == atomic_load_explicit(&ndc__fork_gen, memory_order_relaxed), 1))
+        return 0;
+    return ndc__rejoin_slow(ch);
+}
+
 #endif

@@ -1,0 +1,651 @@
+/* Channels: the public API over the segment, the queues and the peers.
+ *
+ * FloatChannel's recipe, generalised: `empty` and `full` become two counting
+ * semaphores over N slots (ctrl->sem[FREE].count, ctrl->sem[READY].count) whose
+ * contents are a free stack and a FIFO ready ring (queue.c).
+ *
+ *   sender:   P(free)  -> slot RESERVED  -> write in place -> V(ready): READY, seq
+ *   receiver: P(ready) -> slot LOANED    -> read in place  -> V(free):  FREE
+ *
+ * P is a lock-protected pop; V a lock-protected push. The lock is one CAS
+ * and one exchange around a few stores on a single cache line, so the
+ * hand-off between two cores moves that line and the slot's header line.
+ *
+ * Waiting (take): a P on an empty semaphore spins reading the count, then
+ * sleeps on the count word itself with FUTEX_WAIT; V wakes only when the
+ * waiter line says someone sleeps, so no syscall is made while both sides
+ * keep up. Waking a sleeper on an idle vCPU costs ~80 us here while a
+ * spinning peer sees the store in ~0.3 us, so the spin budget decides the
+ * latency. It adapts: no spinning when every other peer last ran on this
+ * CPU (two spinners on one core starve each other) or when this process
+ * can run on one CPU only; after a sleep, the waker's timestamp tells
+ * whether a longer spin would have caught the post (restore the budget) or
+ * the peer was idle (halve it, down to 1 us), so an idle channel burns
+ * almost nothing and a busy one never sleeps. Sleeps are 40 ms slices:
+ * between them the waiter sweeps dead peers and returns -EOWNERDEAD if the
+ * other side is all gone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "array.h"
+#include "error.h"
+#include "lock.h"
+#include "numa.h"
+#include "peer.h"
+#include "queue.h"
+
+#define DEFAULT_SLOTS      4
+#define DEFAULT_SLOT_BYTES (64ull << 20)
+#define DEFAULT_SPIN_NS    20000
+#define MIN_SPIN_NS        1000
+#define SLEEP_SLICE_NS     40000000     /* liveness checks while asleep: < 100 ms detection */
+
+_Atomic unsigned ndc__fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { atomic_fetch_add(&ndc__fork_gen, 1); }
+static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+/* ---- handles ------------------------------------------------------------ */
+
+static void bind_handle(ndc_chan *ch, uint32_t open_flags)
+{
+    unsigned char *b = ch->seg.base;
+    const struct ndc__geometry *g = &ch->seg.g;
+    ch->ctrl = (struct ndc__ctrl *)b;
+    ch->peers = (struct ndc__peer *)(b + g->peers_off);
+    ch->free_idx = ch->ctrl->idx;
+    ch->ready_idx = ch->ctrl->idx + g->nslots;
+    ch->slots = (struct ndc__slot *)(b + g->table_off);
+    ch->payload = b + g->payload_off;
+    ch->open_flags = open_flags;
+    int64_t spin = ch->ctrl->spin_ns;
+    ch->spin_budget = spin < 0 ? 0 : spin == 0 ? DEFAULT_SPIN_NS : spin;
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        ch->spin_budget = 0;
+    atomic_init(&ch->spin_now[0], ch->spin_budget);
+    atomic_init(&ch->spin_now[1], ch->spin_budget);
+    atomic_init(&ch->stash, -1);
+    ch->fork_gen = atomic_load(&ndc__fork_gen);
+}
+
+static int finish_attach(ndc_chan **out, ndc_chan *ch, uint32_t open_flags)
+{
+    bind_handle(ch, open_flags);
+    struct ndc__deadline dl;
+    ndc__deadline_init(&dl, 1000000000);   /* joining waits for the lock at most 1 s */
+    int r = ndc__peer_join(ch, &dl);
+    if (r) {
+        ndc__segment_unmap(&ch->seg);
+        close(ch->seg.fd);
+        free(ch);
+        return r;
+    }
+    *out = ch;
+    return 0;
+}
+
+static int check_opts(const struct ndc_chan_opts *o)
+{
+    if (o->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES))
+        return ndc__fail(-EINVAL, "unknown flag bits 0x%x", o->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES));
+    for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
+        if (o->reserved[i])
+            return ndc__fail(-EINVAL, "opts.reserved[%zu] must be zero", i);
+    return ndc__numa_check(o);
+}
+
+int ndc_create(ndc_chan **out, const char *name, const struct ndc_chan_opts *o)
+{
+    pthread_once(&atfork_once, install_atfork);
+    if (!out)
+        return ndc__fail(-EINVAL, "NULL out pointer");
+    struct ndc_chan_opts v = o ? *o : (struct ndc_chan_opts){0};
+    int r = check_opts(&v);
+    if (r)
+        return r;
+    if (!v.slots)
+        v.slots = DEFAULT_SLOTS;
+    if (!v.slot_bytes)
+        v.slot_bytes = DEFAULT_SLOT_BYTES;
+    char path[NDC_NAME_MAX + 2];
+    if (name && (r = ndc__segment_name(path, sizeof path, name)))
+        return r;
+    ndc_chan *ch = calloc(1, sizeof *ch);
+    if (!ch)
+        return -ENOMEM;
+    r = ndc__segment_create(&ch->seg, name ? path : NULL, &v);
+    if (r) {
+        free(ch);
+        return r;
+    }
+    return finish_attach(out, ch, 0);
+}
+
+int ndc_open_fd(ndc_chan **out, int fd, uint32_t flags)
+{
+    pthread_once(&atfork_once, install_atfork);
+    if (!out || fd < 0)
+        return ndc__fail(-EINVAL, "NULL out pointer or negative fd");
+    if (flags & ~NDC_RDONLY)
+        return ndc__fail(-EINVAL, "unknown open flags 0x%x", flags & ~NDC_RDONLY);
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return ndc__fail(-errno, "dup of fd %d: %s", fd, strerror(errno));
+    ndc_chan *ch = calloc(1, sizeof *ch);
+    if (!ch) {
+        close(own);
+        return -ENOMEM;
+    }
+    int r = ndc__segment_attach(&ch->seg, own, flags);
+    if (r) {
+        close(own);
+        free(ch);
+        return r;
+    }
+    return finish_attach(out, ch, flags);
+}
+
+int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
+{
+    char path[NDC_NAME_MAX + 2];
+    if (!name)
+        return ndc__fail(-EINVAL, "NULL name");
+    int r = ndc__segment_name(path, sizeof path, name);
+    if (r)
+        return r;
+    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0)
+        return ndc__fail(-errno, "shm_open(\"%s\"): %s", path, strerror(errno));
+    r = ndc_open_fd(out, fd, flags);
+    close(fd);
+    return r;
+}
+
+int ndc_fd(const ndc_chan *ch)
+{
+    return ch ? ch->seg.fd : -EINVAL;
+}
+
+int ndc_unlink(const char *name)
+{
+    char path[NDC_NAME_MAX + 2];
+    if (!name)
+        return ndc__fail(-EINVAL, "NULL name");
+    int r = ndc__segment_name(path, sizeof path, name);
+    if (r)
+        return r;
+    return shm_unlink(path) ? ndc__fail(-errno, "shm_unlink(\"%s\"): %s", path, strerror(errno)) : 0;
+}
+
+void ndc_free(ndc_chan *ch)
+{
+    if (!ch)
+        return;
+    /* A handle inherited across fork and never used here has no entry of
+     * this process to leave; the parent's stays the parent's. */
+    if (ch->fork_gen == atomic_load(&ndc__fork_gen))
+        ndc__peer_leave(ch);
+    ndc__segment_unmap(&ch->seg);
+    close(ch->seg.fd);
+    free(ch);
+}
+
+int ndc__rejoin_slow(ndc_chan *ch)
+{
+    int expect = 0;
+    while (!atomic_compare_exchange_weak(&ch->joining, &expect, 1)) {
+        expect = 0;
+        ndc__cpu_relax();
+    }
+    int r = 0;
+    unsigned gen = atomic_load(&ndc__fork_gen);
+    if (ch->fork_gen != gen) {
+        struct ndc__deadline dl;
+        ndc__deadline_init(&dl, 1000000000);
+        atomic_store(&ch->stash, -1);    /* the parent's loan, not ours */
+        r = ndc__peer_join(ch, &dl);
+        if (r == 0)
+            ch->fork_gen = gen;
+    }
+    atomic_store(&ch->joining, 0);
+    return r;
+}
+
+int ndc_close(ndc_chan *ch)
+{
+    if (!ch)
+        return -EINVAL;
+    /* The mark goes into the semaphore words themselves: a waiter about to
+     * sleep on an old value sees the change (no lost wake-up), and nothing
+     * here waits on another process. */
+    for (int side = 0; side < 2; side++) {
+        atomic_fetch_or(&ch->ctrl->sem[side].count, NDC__CLOSED);
+        ndc__futex_wake(&ch->ctrl->sem[side].count, INT32_MAX);
+    }
+    return 0;
+}
+
+int ndc_set_spin(ndc_chan *ch, int64_t spin_ns)
+{
+    if (!ch)
+        return -EINVAL;
+    ch->spin_budget = spin_ns < 0 ? 0 : spin_ns == 0 ? DEFAULT_SPIN_NS : spin_ns;
+    atomic_store(&ch->spin_now[0], ch->spin_budget);
+    atomic_store(&ch->spin_now[1], ch->spin_budget);
+    return 0;
+}
+
+void ndc__chan_payload(const ndc_chan *ch, struct ndc__payload *p)
+{
+    p->base = ch->payload;
+    p->len = (size_t)(ch->seg.g.total_size - ch->seg.g.payload_off);
+    p->slot_stride = ch->seg.g.slot_stride;
+    p->slot_bytes = ch->seg.g.slot_bytes;
+    p->nslots = ch->seg.g.nslots;
+    p->writable = !(ch->open_flags & NDC_RDONLY);
+}
+
+/* ---- the semaphores ----------------------------------------------------- */
+
+static int lock_queues(ndc_chan *ch, struct ndc__deadline *dl)
+{
+    int r = ndc__lock(&ch->ctrl->lock, ch->pid, dl);
+    if (r == 1) {   /* the last holder died inside: its half-done work is rebuilt */
+        ndc__queue_rebuild(ch);
+        r = 0;
+    }
+    return r == -ETIMEDOUT && dl->timeout_ns == 0 ? -EAGAIN : r;
+}
+
+/* V: wake one sleeper on side if there is one. The seq_cst pair (the count's
+ * increment here, the sleepers' increment in sleep_once) makes sure that
+ * either we see the sleeper or it sees the new count. */
+static void post_wake(ndc_chan *ch, int side)
+{
+    /* Waiters decide whether to spin from where their peers last ran; a
+     * pure sender never waits, so it says where it runs here. */
+    _Atomic int32_t *cpu = &ch->peers[ch->me].cpu;
+    int now_cpu = ndc__current_cpu();
+    if (atomic_load_explicit(cpu, memory_order_relaxed) != now_cpu)
+        atomic_store_explicit(cpu, now_cpu, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&ch->ctrl->sleepers[side], memory_order_relaxed)) {
+        atomic_store_explicit(&ch->ctrl->post_ns[side], ndc__now_ns(), memory_order_relaxed);
+        ndc__futex_wake(&ch->ctrl->sem[side].count, 1);
+    }
+}
+
+/* Spin until side's word changes from `seen` or the budget runs out.
+ * \return 1 it changed. */
+static int spin(ndc_chan *ch, int side, uint32_t seen, int64_t budget)
+{
+    _Atomic uint32_t *w = &ch->ctrl->sem[side].count;
+    int64_t end = ndc__now_ns() + budget;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(w, memory_order_relaxed) != seen)
+                return 1;
+            ndc__cpu_relax();
+        }
+        if (ndc__now_ns() >= end)
+            return 0;
+    }
+}
+
+static int sleep_once(ndc_chan *ch, int side, uint32_t seen, int64_t ns)
+{
+    struct ndc__ctrl *c = ch->ctrl;
+    struct ndc__peer *me = &ch->peers[ch->me];
+    atomic_fetch_add(&me->sleeping[side], 1);
+    atomic_fetch_add(&c->sleepers[side], 1);    /* seq_cst: see post_wake */
+    int r = 0;
+    if (atomic_load(&c->sem[side].count) == seen)
+        r = ndc__futex_wait(&c->sem[side].count, seen, ns);
+    atomic_fetch_sub(&c->sleepers[side], 1);
+    atomic_fetch_sub(&me->sleeping[side], 1);
+    return r;
+}
+
+static void adapt_spin(ndc_chan *ch, int side, int64_t gave_up_at)
+{
+    int64_t budget = ch->spin_budget;
+    int64_t posted = atomic_load_explicit(&ch->ctrl->post_ns[side], memory_order_relaxed);
+    int64_t now = atomic_load_explicit(&ch->spin_now[side], memory_order_relaxed);
+    /* posted soon after we gave up: a full budget would have caught it */
+    if (posted >= gave_up_at && posted - gave_up_at < budget)
+        now = budget;
+    else
+        now = now / 2 > MIN_SPIN_NS ? now / 2 : MIN_SPIN_NS;
+    atomic_store_explicit(&ch->spin_now[side], now, memory_order_relaxed);
+}
+
+/* P on side: take a slot off its queue, marking it new_state for this
+ * process. */
+static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline *dl, uint32_t *slot)
+{
+    struct ndc__ctrl *c = ch->ctrl;
+    uint64_t word = NDC__WORD(new_state, ch->me);
+    int spun = 0;
+    int64_t gave_up_at = 0;
+    for (;;) {
+        /* pairs with the release increment in ndc__queue_push */
+        uint32_t v = atomic_load_explicit(&c->sem[side].count, memory_order_acquire);
+        if (side == NDC__SIDE_FREE && (v & NDC__CLOSED))
+            return -EPIPE;
+        if (NDC__COUNT(v)) {
+            int r = lock_queues(ch, dl);
+            if (r)
+                return r;
+            r = ndc__queue_pop(ch, side, word, slot);
+            ndc__unlock(&c->lock);
+            if (r == 0) {
+                if (gave_up_at)
+                    adapt_spin(ch, side, gave_up_at);
+                return 0;
+            }
+            if (r != -EAGAIN)
+                return r;
+            continue;   /* another taker was first */
+        }
+        if (v & NDC__CLOSED)
+            return -EPIPE;
+        int64_t left = ndc__deadline_left(dl);
+        if (left == 0)
+            return dl->timeout_ns == 0 ? -EAGAIN : -ETIMEDOUT;
+        if (!spun) {
+            spun = 1;
+            int64_t budget = atomic_load_explicit(&ch->spin_now[side], memory_order_relaxed);
+            if (budget > 0 && ndc__peer_elsewhere(ch) &&
+                spin(ch, side, v, budget < left ? budget : left))
+                continue;
+            if (ndc__peer_other_side_gone(ch, side))
+                return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",
+                                 side == NDC__SIDE_READY ? "sender" : "receiver");
+            gave_up_at = ndc__now_ns();
+            continue;
+        }
+        int r = sleep_once(ch, side, v, left < SLEEP_SLICE_NS ? left : SLEEP_SLICE_NS);
+        if (r == -EINTR) {
+            /* we may have been the one woken for a post: pass it on */
+            if (NDC__COUNT(atomic_load(&c->sem[side].count)))
+                ndc__futex_wake(&c->sem[side].count, 1);
+            return -EINTR;
+        }
+        if (r == -ETIMEDOUT) {
+            ndc__peer_sweep(ch, dl);
+            if (ndc__peer_other_side_gone(ch, side))
+                return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",
+                                 side == NDC__SIDE_READY ? "sender" : "receiver");
+        }
+    }
+}
+
+/* V on side: publish slot with new_state, then wake a sleeper. */
+static int give(ndc_chan *ch, int side, uint32_t slot, uint64_t word)
+{
+    struct ndc__deadline dl;
+    ndc__deadline_init(&dl, NDC_FOREVER);
+    int r = lock_queues(ch, &dl);
+    if (r)
+        return r;
+    r = ndc__queue_push(ch, side, slot, word);
+    ndc__unlock(&ch->ctrl->lock);
+    post_wake(ch, side);
+    return r;
+}
+
+/* ---- loans -------------------------------------------------------------- */
+
+/* The slot a loaned array's data points at, or -EINVAL. */
+static int slot_of(const ndc_chan *ch, const void *data, uint32_t *slot)
+{
+    uintptr_t off = (uintptr_t)data - (uintptr_t)ch->payload;
+    if ((uintptr_t)data < (uintptr_t)ch->payload || off % ch->seg.g.slot_stride ||
+        off / ch->seg.g.slot_stride >= ch->seg.g.nslots)
+        return ndc__fail(-EINVAL, "array data %p is not a slot of this channel", data);
+    *slot = (uint32_t)(off / ch->seg.g.slot_stride);
+    return 0;
+}
+
+/* Whether this process holds slot in state st. */
+static int holds(const ndc_chan *ch, uint32_t slot, uint32_t st)
+{
+    return atomic_load_explicit(&ch->slots[slot].state, memory_order_relaxed) == NDC__WORD(st, ch->me);
+}
+
+int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    uint64_t nbytes;
+    int r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes);
+    if (r)
+        return r;
+    if (ch->open_flags & NDC_RDONLY)
+        return ndc__fail(-EPERM, "receive-only handle cannot send");
+    if (nbytes > ch->seg.g.slot_bytes)
+        return ndc__fail(-E2BIG, "array of %llu bytes, slots hold %llu", (unsigned long long)nbytes,
+                         (unsigned long long)ch->seg.g.slot_bytes);
+    if ((r = ndc__ensure_joined(ch)))
+        return r;
+    ndc__peer_role(ch, NDC__PEER_SENT);
+    struct ndc__deadline dl;
+    ndc__deadline_init(&dl, timeout_ns);
+    uint32_t slot = 0;
+    if ((r = take(ch, NDC__SIDE_FREE, NDC__RESERVED, &dl, &slot)))
+        return r;
+    a->data = ch->payload + (uint64_t)slot * ch->seg.g.slot_stride;
+    ndc__c_strides(ndc_dtype_size(a->dtype), a->ndim, a->shape, a->strides);
+    return 0;
+}
+
+int ndc_commit(ndc_chan *ch, struct ndc_array *a)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    uint32_t slot = 0;
+    uint64_t nbytes;
+    int r = slot_of(ch, a->data, &slot);
+    if (r || (r = ndc__ensure_joined(ch)))
+        return r;
+    if (!holds(ch, slot, NDC__RESERVED))
+        return ndc__fail(-EINVAL, "slot %u is not reserved by this process", slot);
+    if ((r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes)))
+        return r;
+    size_t item = ndc_dtype_size(a->dtype);
+    if (!ndc__is_c_contiguous(item, a->ndim, a->shape, a->strides))
+        return ndc__fail(-EINVAL, "a committed array must keep the C-order strides of its slot");
+    if (nbytes > ch->seg.g.slot_bytes)
+        return ndc__fail(-E2BIG, "array grew to %llu bytes, slots hold %llu",
+                         (unsigned long long)nbytes, (unsigned long long)ch->seg.g.slot_bytes);
+    if (atomic_load_explicit(&ch->ctrl->sem[NDC__SIDE_READY].count, memory_order_relaxed) & NDC__CLOSED) {
+        give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+        return ndc__fail(-EPIPE, "channel closed before commit: the array is dropped");
+    }
+    /* The header is ours to write while the slot is RESERVED; the lock's
+     * release in give() publishes it with the state. */
+    struct ndc__slot *s = &ch->slots[slot];
+    s->nbytes = nbytes;
+    s->tag = a->tag;
+    s->dtype = a->dtype;
+    s->ndim = a->ndim;
+    memcpy(s->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
+    ndc__c_strides(item, a->ndim, a->shape, s->strides);
+    return give(ch, NDC__SIDE_READY, slot, NDC__WORD(NDC__READY, 0));
+}
+
+/* Fill `a` from a loaned slot's header. Only what is used is read, once,
+ * into a private copy that is validated before use: ndim first (it bounds
+ * the copy of the shape), then the shape against nbytes and the slot size.
+ * Strides are derived here, not read. */
+static int describe(ndc_chan *ch, uint32_t slot, struct ndc_array *a)
+{
+    const struct ndc__slot *src = &ch->slots[slot];
+    struct ndc__slot h;
+    memcpy(&h, src, offsetof(struct ndc__slot, shape));
+    if (h.ndim < 0 || h.ndim > NDC_MAX_DIMS)
+        return ndc__fail(-EBADMSG, "slot header: ndim %d", h.ndim);
+    memcpy(h.shape, src->shape, sizeof(int64_t) * (size_t)h.ndim);
+    int r = ndc__slot_validate(&h, &ch->seg.g);
+    if (r)
+        return r;
+    a->data = ch->payload + (uint64_t)slot * ch->seg.g.slot_stride;
+    a->dtype = (enum ndc_dtype)h.dtype;
+    a->ndim = h.ndim;
+    memcpy(a->shape, h.shape, sizeof(int64_t) * (size_t)h.ndim);
+    ndc__c_strides(ndc_dtype_size(a->dtype), h.ndim, h.shape, a->strides);
+    a->tag = h.tag;
+    a->seq = h.seq;
+    return 0;
+}
+
+static void first_receive(ndc_chan *ch)
+{
+    if (atomic_load_explicit(&ch->roles, memory_order_relaxed) & NDC__PEER_RECEIVED)
+        return;
+    ndc__peer_role(ch, NDC__PEER_RECEIVED);
+    uint32_t zero = 0;
+    if (ch->ctrl->numa_policy == NDC_NUMA_NEAR_RECEIVER &&
+        atomic_compare_exchange_strong(&ch->ctrl->numa_resolved, &zero, 1))
+        ndc__numa_bind_here(ch->payload, (size_t)(ch->seg.g.total_size - ch->seg.g.payload_off));
+}
+
+/* Take the next array: the one kept by -EMSGSIZE first, else the oldest
+ * ready one. A header that fails validation drops its array. */
+static int next_loan(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns, uint32_t *slot_out)
+{
+    int r;
+    if ((r = ndc__ensure_joined(ch)))
+        return r;
+    int32_t kept = atomic_exchange(&ch->stash, -1);
+    if (kept >= 0) {
+        *slot_out = (uint32_t)kept;
+        return describe(ch, (uint32_t)kept, a);
+    }
+    first_receive(ch);
+    struct ndc__deadline dl;
+    ndc__deadline_init(&dl, timeout_ns);
+    uint32_t slot = 0;
+    if ((r = take(ch, NDC__SIDE_READY, NDC__LOANED, &dl, &slot)))
+        return r;
+    if ((r = describe(ch, slot, a))) {
+        give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+        return r;
+    }
+    *slot_out = slot;
+    return 0;
+}
+
+int ndc_acquire(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    struct ndc_array v;
+    uint32_t slot = 0;
+    int r = next_loan(ch, &v, timeout_ns, &slot);
+    if (r == 0)
+        *a = v;
+    return r;
+}
+
+int ndc_release(ndc_chan *ch, struct ndc_array *a)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    uint32_t slot = 0;
+    int r = slot_of(ch, a->data, &slot);
+    if (r || (r = ndc__ensure_joined(ch)))
+        return r;
+    if (!holds(ch, slot, NDC__LOANED) || atomic_load(&ch->stash) == (int32_t)slot)
+        return ndc__fail(-EINVAL, "slot %u is not on loan to this process", slot);
+    return give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+}
+
+/* ---- one copy ----------------------------------------------------------- */
+
+int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    struct ndc_array s = *a;
+    int r = ndc_reserve(ch, &s, timeout_ns);
+    if (r)
+        return r;
+    uint64_t nbytes = ndc_array_nbytes(a);
+    if (nbytes && !a->data) {
+        uint32_t slot;
+        if (slot_of(ch, s.data, &slot) == 0)
+            give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+        return ndc__fail(-EINVAL, "NULL data");
+    }
+    ndc__copy_to_c(s.data, a, nbytes);
+    return ndc_commit(ch, &s);
+}
+
+int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout_ns)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    struct ndc_array v;
+    uint32_t slot = 0;
+    int r = next_loan(ch, &v, timeout_ns, &slot);
+    if (r)
+        return r;
+    uint64_t nbytes = ndc_array_nbytes(&v);
+    void *dst = a->data;
+    if (nbytes > capacity || (nbytes && !dst)) {
+        /* keep it for the next receive; describe it so the caller can size a buffer */
+        atomic_store(&ch->stash, (int32_t)slot);
+        v.data = dst;
+        *a = v;
+        return ndc__fail(-EMSGSIZE, "array of %llu bytes, buffer of %zu: kept for the next receive",
+                         (unsigned long long)nbytes, capacity);
+    }
+    memcpy(dst, v.data, nbytes);
+    give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+    v.data = dst;
+    *a = v;
+    return 0;
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
+{
+    if (!ch || !st)
+        return ndc__fail(-EINVAL, "NULL channel or stat");
+    const struct ndc__ctrl *c = ch->ctrl;
+    struct ndc_stat s = {.slots = ch->seg.g.nslots, .slot_bytes = ch->seg.g.slot_bytes};
+    for (uint32_t i = 0; i < s.slots; i++) {
+        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
+        switch (NDC__STATE(w)) {
+        case NDC__FREE:     s.free++; break;
+        case NDC__READY:    s.ready++; break;
+        case NDC__RESERVED:
+        case NDC__LOANED:   s.loaned++; break;
+        default:
+            return ndc__fail(-EBADMSG, "slot %u has a corrupt state word", i);
+        }
+    }
+    uint32_t hw = atomic_load_explicit(&c->peers_hw, memory_order_relaxed);
+    for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
+        const struct ndc__peer *p = &ch->peers[i];
+        if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE)
+            continue;
+        s.attached++;
+        s.senders_waiting += atomic_load_explicit(&p->sleeping[NDC__SIDE_FREE], memory_order_relaxed);
+        s.receivers_waiting += atomic_load_explicit(&p->sleeping[NDC__SIDE_READY], memory_order_relaxed);
+    }
+    s.closed = !!(atomic_load_explicit(&c->sem[NDC__SIDE_READY].count, memory_order_relaxed) & NDC__CLOSED);
+    s.sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
+    s.received = atomic_load_explicit(&c->received, memory_order_relaxed);
+    s.bytes_sent = atomic_load_explicit(&c->bytes_sent, memory_order_relaxed);
+    *st = s;
+    return 0;
+}

@@ -1,0 +1,135 @@
+/* The free stack and the ready ring, under the queue lock.
+ *
+ * Invariant (between critical sections): sem[FREE].count equals the number of
+ * FREE slots and free_idx[0..count) lists them; sem[READY].count equals the
+ * number of READY slots and ready_idx[head .. head+count) (mod nslots) lists
+ * them in seq order. RESERVED and LOANED slots are on neither: their owner
+ * holds them. So free + ready + reserved + loaned = nslots.
+ *
+ * Each critical section changes a slot's state word (the truth) with one
+ * store, and the queues around it; a holder that dies mid-way leaves states
+ * that are each either before or after, and the queues are rebuilt from
+ * them. Indices and counts read here are checked against nslots and against
+ * the slot they name: a corrupt segment gives -EBADMSG and a rebuild, never
+ * an access out of bounds. The ring position is free running (uint32_t);
+ * only its value mod nslots is used, so wrap-around needs no care. */
+#include <errno.h>
+
+#include "error.h"
+#include "queue.h"
+
+static int corrupt(ndc_chan *ch, const char *what)
+{
+    ndc__queue_rebuild(ch);
+    return ndc__fail(-EBADMSG, "channel queue inconsistent (%s); rebuilt from the slot table", what);
+}
+
+int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot)
+{
+    struct ndc__ctrl *c = ch->ctrl;
+    uint32_t n = ch->seg.g.nslots;
+    uint32_t cnt = NDC__COUNT(atomic_load_explicit(&c->sem[side].count, memory_order_relaxed));
+    if (cnt == 0)
+        return -EAGAIN;
+    if (cnt > n)
+        return corrupt(ch, "count above slots");
+    uint32_t idx = side == NDC__SIDE_FREE ? ch->free_idx[cnt - 1] : ch->ready_idx[c->ready_head % n];
+    if (idx >= n)
+        return corrupt(ch, "slot index out of range");
+    uint64_t w = atomic_load_explicit(&ch->slots[idx].state, memory_order_relaxed);
+    if (NDC__STATE(w) != (side == NDC__SIDE_FREE ? NDC__FREE : NDC__READY))
+        return corrupt(ch, "queued slot in the wrong state");
+    if (side == NDC__SIDE_READY) {
+        c->ready_head++;
+        atomic_store_explicit(&c->received, atomic_load_explicit(&c->received, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    }
+    atomic_fetch_sub_explicit(&c->sem[side].count, 1, memory_order_relaxed);
+    atomic_store_explicit(&ch->slots[idx].state, new_word, memory_order_relaxed);
+    *slot = idx;
+    return 0;
+}
+
+int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
+{
+    struct ndc__ctrl *c = ch->ctrl;
+    uint32_t n = ch->seg.g.nslots;
+    uint32_t cnt = NDC__COUNT(atomic_load_explicit(&c->sem[side].count, memory_order_relaxed));
+    if (cnt >= n)
+        return corrupt(ch, "push onto a full queue");
+    if (side == NDC__SIDE_FREE) {
+        ch->free_idx[cnt] = (uint16_t)slot;
+    } else {
+        /* counters change here, under the lock, on the line we hold anyway */
+        uint64_t seq = atomic_load_explicit(&c->sent, memory_order_relaxed);
+        ch->slots[slot].seq = seq;
+        atomic_store_explicit(&c->sent, seq + 1, memory_order_relaxed);
+        atomic_store_explicit(&c->bytes_sent, atomic_load_explicit(&c->bytes_sent, memory_order_relaxed) +
+                              ch->slots[slot].nbytes, memory_order_relaxed);
+        ch->ready_idx[(c->ready_head + cnt) % n] = (uint16_t)slot;
+    }
+    atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
+    /* The count is the semaphore: it goes up last, once the slot is listed.
+     * Its release pairs with the acquire load of a waiter that then takes
+     * the lock. */
+    atomic_fetch_add_explicit(&c->sem[side].count, 1, memory_order_release);
+    return 0;
+}
+
+static int peer_live(ndc_chan *ch, uint32_t who)
+{
+    return who < ch->seg.g.max_peers &&
+           atomic_load_explicit(&ch->peers[who].state, memory_order_relaxed) == NDC__PEER_LIVE;
+}
+
+void ndc__queue_rebuild(ndc_chan *ch)
+{
+    struct ndc__ctrl *c = ch->ctrl;
+    uint32_t n = ch->seg.g.nslots, nfree = 0, nready = 0;
+    uint64_t max_seq = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
+        uint32_t st = NDC__STATE(w);
+        if (st == NDC__READY) {
+            /* insertion by seq: n is at most NDC_MAX_SLOTS, and this is rare */
+            uint64_t seq = ch->slots[i].seq;
+            uint32_t j = nready++;
+            while (j > 0 && ch->slots[ch->ready_idx[j - 1]].seq > seq) {
+                ch->ready_idx[j] = ch->ready_idx[j - 1];
+                j--;
+            }
+            ch->ready_idx[j] = (uint16_t)i;
+            if (seq + 1 > max_seq)
+                max_seq = seq + 1;
+            continue;
+        }
+        if ((st == NDC__RESERVED || st == NDC__LOANED) && peer_live(ch, NDC__OWNER(w)))
+            continue;
+        atomic_store_explicit(&ch->slots[i].state, NDC__WORD(NDC__FREE, 0), memory_order_relaxed);
+        ch->free_idx[nfree++] = (uint16_t)i;
+    }
+    c->ready_head = 0;
+    if (atomic_load_explicit(&c->sent, memory_order_relaxed) < max_seq)
+        atomic_store_explicit(&c->sent, max_seq, memory_order_relaxed);
+    /* keep the end-of-stream marks */
+    for (int side = 0; side < 2; side++) {
+        uint32_t closed = atomic_load_explicit(&c->sem[side].count, memory_order_relaxed) & NDC__CLOSED;
+        atomic_store_explicit(&c->sem[side].count, (side ? nready : nfree) | closed, memory_order_release);
+    }
+    atomic_fetch_add_explicit(&c->repairs, 1, memory_order_relaxed);
+}
+
+uint32_t ndc__queue_reclaim(ndc_chan *ch, uint32_t who)
+{
+    uint32_t n = ch->seg.g.nslots, got = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
+        uint32_t st = NDC__STATE(w);
+        if ((st == NDC__RESERVED || st == NDC__LOANED) && NDC__OWNER(w) == who) {
+            if (ndc__queue_push(ch, NDC__SIDE_FREE, i, NDC__WORD(NDC__FREE, 0)) != 0)
+                return got;   /* the queue was rebuilt, which freed the rest too */
+            got++;
+        }
+    }
+    return got;
+}

@@ -1,0 +1,318 @@
+/* Segments: creation (memfd or POSIX shm), sizing, sealing, huge pages,
+ * population, and validated attachment. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "numa.h"
+#include "segment.h"
+
+#define PAGE       4096ull
+#define HUGE_PAGE  (2ull << 20)
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+int ndc__geometry(struct ndc__geometry *g, uint32_t nslots, uint64_t slot_bytes, uint32_t flags)
+{
+    if (nslots < 1 || nslots > NDC_MAX_SLOTS)
+        return ndc__fail(-EINVAL, "slots %u outside 1..%u", nslots, NDC_MAX_SLOTS);
+    if (slot_bytes > NDC_MAX_SLOT_BYTES)
+        return ndc__fail(-EINVAL, "slot_bytes %llu above %llu", (unsigned long long)slot_bytes,
+                         (unsigned long long)NDC_MAX_SLOT_BYTES);
+    struct ndc__geometry v = {.nslots = nslots, .max_peers = NDC_MAX_PEERS, .flags = flags,
+                              .slot_bytes = slot_bytes};
+    v.align = (flags & NDC_HUGEPAGES) ? HUGE_PAGE : PAGE;
+    /* A zero-byte slot still gets a page so every slot has its own address:
+     * a loan is recognised by its data pointer. */
+    v.slot_stride = round_up(slot_bytes ? slot_bytes : 1, v.align);
+    v.peers_off = round_up(NDC__IDX_OFF + 4ull * nslots, NDC__LINE);
+    v.table_off = v.peers_off + (uint64_t)v.max_peers * sizeof(struct ndc__peer);
+    v.payload_off = round_up(v.table_off + (uint64_t)nslots * sizeof(struct ndc__slot), v.align);
+    v.total_size = v.payload_off + (uint64_t)nslots * v.slot_stride;   /* < 2^53: no overflow */
+    *g = v;
+    return 0;
+}
+
+int ndc__ctrl_validate(const struct ndc__ctrl *c, uint64_t file_size, struct ndc__geometry *out)
+{
+    if (atomic_load_explicit(&c->magic, memory_order_relaxed) != NDC__MAGIC)
+        return ndc__fail(-EPROTO, "segment magic mismatch: not an ndchan channel");
+    if (c->layout != NDC__LAYOUT)
+        return ndc__fail(-EPROTO, "segment layout version %u, this library reads %u", c->layout,
+                         NDC__LAYOUT);
+    if (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES))
+        return ndc__fail(-EBADMSG, "segment flags 0x%x unknown", c->flags);
+    struct ndc__geometry g;
+    if (ndc__geometry(&g, c->nslots, c->slot_bytes, c->flags))
+        return ndc__fail(-EBADMSG, "segment geometry out of range (slots %u, slot_bytes %llu)",
+                         c->nslots, (unsigned long long)c->slot_bytes);
+    if (c->max_peers != g.max_peers || c->slot_stride != g.slot_stride ||
+        c->peers_off != g.peers_off || c->table_off != g.table_off ||
+        c->payload_off != g.payload_off || c->total_size != g.total_size)
+        return ndc__fail(-EBADMSG, "segment offsets disagree with its slot count and size");
+    if (g.total_size > file_size)
+        return ndc__fail(-EBADMSG, "segment claims %llu bytes, the file has %llu",
+                         (unsigned long long)g.total_size, (unsigned long long)file_size);
+    *out = g;
+    return 0;
+}
+
+int ndc__slot_validate(const struct ndc__slot *s, const struct ndc__geometry *g)
+{
+    size_t item = ndc_dtype_size((enum ndc_dtype)s->dtype);
+    if (!item)
+        return ndc__fail(-EBADMSG, "slot header: unknown dtype %u", s->dtype);
+    if (s->ndim < 0 || s->ndim > NDC_MAX_DIMS)
+        return ndc__fail(-EBADMSG, "slot header: ndim %d", s->ndim);
+    uint64_t n = item;
+    int zero = 0;
+    for (int i = 0; i < s->ndim; i++) {
+        if (s->shape[i] < 0)
+            return ndc__fail(-EBADMSG, "slot header: negative extent on axis %d", i);
+        zero |= s->shape[i] == 0;
+    }
+    for (int i = 0; i < s->ndim && !zero; i++)
+        if (__builtin_mul_overflow(n, (uint64_t)s->shape[i], &n) || n > g->slot_bytes)
+            return ndc__fail(-EBADMSG, "slot header: shape larger than the slot");
+    if (zero)
+        n = 0;
+    if (n != s->nbytes || n > g->slot_bytes)
+        return ndc__fail(-EBADMSG, "slot header: nbytes %llu, shape says %llu, slot holds %llu",
+                         (unsigned long long)s->nbytes, (unsigned long long)n,
+                         (unsigned long long)g->slot_bytes);
+    return 0;
+}
+
+int ndc__segment_name(char *out, size_t cap, const char *name)
+{
+    const char *n = name[0] == '/' ? name + 1 : name;
+    size_t len = strlen(n);
+    if (len == 0 || len + 1 >= NDC_NAME_MAX || len + 2 > cap || strchr(n, '/') ||
+        !strcmp(n, ".") || !strcmp(n, ".."))
+        return ndc__fail(-EINVAL, "bad channel name \"%s\": want 1..%d characters, no '/'", name,
+                         NDC_NAME_MAX - 2);
+    out[0] = '/';
+    memcpy(out + 1, n, len + 1);
+    return 0;
+}
+
+/* The first word of a sysfs/procfs file, or "" */
+static void read_setting(const char *path, char *buf, size_t cap)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (!fgets(buf, (int)cap, f))
+        buf[0] = 0;
+    fclose(f);
+    buf[strcspn(buf, "\n")] = 0;
+}
+
+/* Whether shmem may use transparent huge pages when asked (madvise). */
+static int shmem_thp_allowed(char *why, size_t cap)
+{
+    char v[128];
+    read_setting("/sys/kernel/mm/transparent_hugepage/shmem_enabled", v, sizeof v);
+    snprintf(why, cap, "%s", v[0] ? v : "(missing)");
+    return v[0] && !strstr(v, "[never]") && !strstr(v, "[deny]");
+}
+
+/* NDC_HUGEPAGES: an fd whose payload pages will be huge, or a clear error.
+ * Anonymous channels try a hugetlb memfd first (needs reserved pages), then
+ * shmem with transparent huge pages; named ones only the latter (hugetlb
+ * needs a hugetlbfs mount, which /dev/shm is not). */
+static int huge_fd(const char *name, uint64_t size, int *fd, int *is_thp)
+{
+    char nr[64], thp[128];
+    read_setting("/proc/sys/vm/nr_hugepages", nr, sizeof nr);
+    if (!name) {
+        int f = memfd_create("ndchan", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+        if (f >= 0) {
+            /* hugetlb reserves at mmap time; probe it now to fail early. */
+            if (ftruncate(f, (off_t)size) == 0) {
+                void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+                if (p != MAP_FAILED) {
+                    munmap(p, size);
+                    *fd = f;
+                    *is_thp = 0;
+                    return 0;
+                }
+            }
+            close(f);
+        }
+    }
+    if (shmem_thp_allowed(thp, sizeof thp)) {
+        *is_thp = 1;
+        return 1;   /* use an ordinary shmem fd and madvise */
+    }
+    return ndc__fail(-ENOMEM,
+                     "NDC_HUGEPAGES: no huge pages to give: %svm.nr_hugepages is %s (need %llu "
+                     "free 2 MiB pages: sysctl vm.nr_hugepages=N) and shmem transparent huge "
+                     "pages are off (/sys/kernel/mm/transparent_hugepage/shmem_enabled is "
+                     "\"%s\": write advise or always)",
+                     name ? "named channels cannot use hugetlb; " : "", nr[0] ? nr : "unknown",
+                     (unsigned long long)(size / HUGE_PAGE), thp);
+}
+
+static void init_ctrl(unsigned char *base, const struct ndc__geometry *g, const struct ndc_chan_opts *o)
+{
+    struct ndc__ctrl *c = (struct ndc__ctrl *)base;
+    c->layout = NDC__LAYOUT;
+    c->flags = o->flags;
+    c->nslots = g->nslots;
+    c->max_peers = g->max_peers;
+    c->slot_bytes = g->slot_bytes;
+    c->slot_stride = g->slot_stride;
+    c->peers_off = g->peers_off;
+    c->table_off = g->table_off;
+    c->payload_off = g->payload_off;
+    c->total_size = g->total_size;
+    c->spin_ns = o->spin_ns;
+    c->numa_policy = o->numa_policy;
+    c->numa_node = o->numa_node;
+    c->numa_nodeset = o->numa_nodeset;
+    /* Every slot free; popped from the top of the stack, so slot 0 first. */
+    uint16_t *free_idx = c->idx;
+    struct ndc__slot *slots = (struct ndc__slot *)(base + g->table_off);
+    for (uint32_t i = 0; i < g->nslots; i++) {
+        free_idx[i] = (uint16_t)(g->nslots - 1 - i);
+        atomic_init(&slots[i].state, NDC__WORD(NDC__FREE, 0));
+    }
+    atomic_init(&c->sem[NDC__SIDE_FREE].count, g->nslots);
+    /* Published last: an attacher that sees the magic sees all of the above
+     * (pairs with the acquire load in segment_attach). */
+    atomic_store_explicit(&c->magic, NDC__MAGIC, memory_order_release);
+}
+
+static int populate(unsigned char *base, uint64_t len)
+{
+    if (madvise(base, len, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return ndc__fail(-errno, "NDC_POPULATE: %s", strerror(errno));
+    for (uint64_t off = 0; off < len; off += PAGE)   /* kernels before 5.14 */
+        ((volatile unsigned char *)base)[off] = 0;
+    return 0;
+}
+
+int ndc__segment_create(struct ndc__segment *s, const char *name, const struct ndc_chan_opts *o)
+{
+    struct ndc__geometry g;
+    int r = ndc__geometry(&g, o->slots, o->slot_bytes, o->flags);
+    if (r)
+        return r;
+    int fd = -1, thp = 0, huge = 0;
+    if (o->flags & NDC_HUGEPAGES) {
+        r = huge_fd(name, g.total_size, &fd, &thp);
+        if (r < 0)
+            return r;
+        huge = r == 0;
+    }
+    if (!huge) {
+        fd = name ? shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)
+                  : memfd_create("ndchan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+            return ndc__fail(-errno, "%s: %s", name ? "shm_open" : "memfd_create", strerror(errno));
+        if (ftruncate(fd, (off_t)g.total_size) != 0) {
+            r = ndc__fail(-errno, "ftruncate to %llu bytes: %s",
+                          (unsigned long long)g.total_size, strerror(errno));
+            goto fail;
+        }
+    }
+    /* Sealed, no peer can shrink the file under another's mapping (which
+     * would turn its next access into SIGBUS) or grow it. */
+    if (!name && fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+        r = ndc__fail(-errno, "sealing the memfd: %s", strerror(errno));
+        goto fail;
+    }
+    unsigned char *base = mmap(NULL, g.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        r = ndc__fail(-errno, "mmap of %llu bytes: %s", (unsigned long long)g.total_size,
+                      strerror(errno));
+        goto fail;
+    }
+    unsigned char *payload = base + g.payload_off;
+    uint64_t payload_len = g.total_size - g.payload_off;
+    if (thp && madvise(payload, payload_len, MADV_HUGEPAGE) != 0) {
+        r = ndc__fail(-errno, "NDC_HUGEPAGES: madvise(MADV_HUGEPAGE): %s", strerror(errno));
+        goto unmap;
+    }
+    r = ndc__numa_place(payload, payload_len, o);
+    if (r)
+        goto unmap;
+    if ((o->flags & NDC_POPULATE) && (r = populate(base, g.total_size)))
+        goto unmap;
+    init_ctrl(base, &g, o);
+    s->fd = fd;
+    s->base = base;
+    s->g = g;
+    return 0;
+unmap:
+    munmap(base, g.total_size);
+fail:
+    close(fd);
+    if (name)
+        shm_unlink(name);
+    return r;
+}
+
+int ndc__segment_attach(struct ndc__segment *s, int fd, uint32_t flags)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return ndc__fail(-errno, "fstat: %s", strerror(errno));
+    if ((uint64_t)st.st_size < sizeof(struct ndc__ctrl))
+        return ndc__fail(-EPROTO, "segment of %lld bytes is too small to be a channel",
+                         (long long)st.st_size);
+    /* Copy the control block out and validate the copy: a peer may change
+     * the segment at any moment, so only the copy's values are used. */
+    void *head = mmap(NULL, sizeof(struct ndc__ctrl), PROT_READ, MAP_SHARED, fd, 0);
+    if (head == MAP_FAILED)
+        return ndc__fail(-errno, "mmap: %s", strerror(errno));
+    struct ndc__ctrl copy;
+    /* pairs with the release store of magic in init_ctrl */
+    uint64_t magic = atomic_load_explicit(&((struct ndc__ctrl *)head)->magic, memory_order_acquire);
+    memcpy(&copy, head, sizeof copy);
+    atomic_store_explicit(&copy.magic, magic, memory_order_relaxed);
+    munmap(head, sizeof(struct ndc__ctrl));
+    struct ndc__geometry g;
+    int r = ndc__ctrl_validate(&copy, (uint64_t)st.st_size, &g);
+    if (r)
+        return r;
+    /* A receive-only attachment maps the payloads read-only: one mapping,
+     * read-only, with the control part made writable again. */
+    int prot = (flags & NDC_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+    unsigned char *base = mmap(NULL, g.total_size, prot, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return ndc__fail(-errno, "mmap of %llu bytes: %s", (unsigned long long)g.total_size,
+                         strerror(errno));
+    if ((flags & NDC_RDONLY) && mprotect(base, g.payload_off, PROT_READ | PROT_WRITE) != 0) {
+        r = ndc__fail(-errno, "mprotect: %s", strerror(errno));
+        munmap(base, g.total_size);
+        return r;
+    }
+    s->fd = fd;
+    s->base = base;
+    s->g = g;
+    return 0;
+}
+
+void ndc__segment_unmap(struct ndc__segment *s)
+{
+    if (s->base)
+        munmap(s->base, s->g.total_size);
+    s->base = NULL;
+}

@@ -1,0 +1,159 @@
+/* The segment: one memfd or shm object per channel. Its layout is an ABI
+ * shared by every process attached, possibly built from other versions of
+ * this code: fixed-width fields, offsets not pointers, a magic and a layout
+ * version, sizes asserted at compile time.
+ *
+ *   0            struct ndc__ctrl      geometry, waiters, 2 semaphores, queue line
+ *                uint16_t[2 * nslots]  free stack, then ready ring (FIFO) of slot
+ *                                      indices: they continue the queue line, so
+ *                                      with up to 8 slots the queues are one line
+ *   peers_off    struct ndc__peer[max_peers]       one line each
+ *   table_off    struct ndc__slot[nslots]          one header per slot
+ *   payload_off  nslots x slot_stride  payloads, page (or huge page) aligned
+ *
+ * Every offset is a function of (nslots, slot_bytes, flags): an attacher
+ * recomputes them and rejects a segment whose stored values differ, then
+ * uses only its own copy. Nothing else in the segment is trusted either:
+ * indices, counts and slot headers are validated on every read. */
+#ifndef NDC_SEGMENT_H
+#define NDC_SEGMENT_H
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ndchan.h"
+
+#define NDC__MAGIC   0x314e414843444e7full   /* "\x7fNDCHAN1" */
+#define NDC__LAYOUT  1u
+#define NDC__LINE    64
+
+/* Slot states. The state word is the truth about a slot: the free stack and
+ * ready ring are indexes over it that can be rebuilt from the states alone
+ * (see queue.c), which is how a lock holder's death is repaired. */
+enum { NDC__FREE = 1, NDC__RESERVED, NDC__READY, NDC__LOANED };
+#define NDC__STATE(w)       ((uint32_t)((w) & 0xff))
+#define NDC__OWNER(w)       ((uint32_t)(((w) >> 8) & 0xffff))
+#define NDC__WORD(st, own)  ((uint64_t)(st) | ((uint64_t)(own) << 8))
+
+/* The two counting semaphores: [NDC__SIDE_FREE] free slots (senders wait on
+ * it), [NDC__SIDE_READY] committed arrays (receivers wait on it). The high
+ * bit is the end-of-stream mark, so that ndc_close changes the very word
+ * sleepers wait on and no wake-up can be missed. */
+enum { NDC__SIDE_FREE = 0, NDC__SIDE_READY = 1 };
+#define NDC__CLOSED   0x80000000u
+#define NDC__COUNT(v) ((v) & 0x7fffffffu)
+
+/* Lock word: 0, or the holder's pid; the high bit says someone sleeps. */
+#define NDC__LOCK_WAITERS 0x80000000u
+
+struct ndc__slot {
+    /* line 0 is all a receiver reads of a header of up to 3 dimensions */
+    _Atomic uint64_t state;   /* NDC__WORD(state, owner peer); changed under the lock */
+    uint64_t seq;             /* commit order, set under the lock at commit */
+    uint64_t nbytes;          /* the rest is written by the owner while it holds the slot */
+    uint64_t tag;
+    uint32_t dtype;
+    int32_t  ndim;
+    int64_t  shape[NDC_MAX_DIMS];
+    int64_t  strides[NDC_MAX_DIMS];  /* for tools; receivers derive their own */
+    uint8_t  pad[24];
+};
+_Static_assert(sizeof(struct ndc__slot) == 576, "slot header is part of the segment ABI");
+_Static_assert(offsetof(struct ndc__slot, shape) == 40, "shape[0..2] share line 0");
+
+/* Peer roles, learnt from use: only a peer that has sent can feed a waiting
+ * receiver, so "every sender is gone" is decided from these. */
+#define NDC__PEER_RDONLY   1u
+#define NDC__PEER_SENT     2u
+#define NDC__PEER_RECEIVED 4u
+enum { NDC__PEER_UNUSED = 0, NDC__PEER_LIVE, NDC__PEER_GONE };
+
+struct ndc__peer {                 /* one line, written by its own process */
+    _Atomic uint32_t state;        /* NDC__PEER_*; others may set LIVE -> GONE */
+    int32_t  pid;
+    uint64_t start_time;           /* /proc/<pid>/stat starttime: tells a reused pid apart */
+    _Atomic uint32_t flags;        /* NDC__PEER_RDONLY | SENT | RECEIVED */
+    _Atomic int32_t  cpu;          /* where it last ran a call: spin only if elsewhere */
+    _Atomic uint32_t sleeping[2];  /* its threads asleep on each semaphore */
+    uint8_t  pad[32];
+};
+_Static_assert(sizeof(struct ndc__peer) == NDC__LINE, "one peer per cache line");
+
+struct ndc__ctrl {
+    /* Lines 0-1: geometry, written once by the creator; magic last (release). */
+    _Atomic uint64_t magic;
+    uint32_t layout;
+    uint32_t flags;            /* creation flags: NDC_HUGEPAGES, ... */
+    uint32_t nslots;
+    uint32_t max_peers;
+    uint64_t slot_bytes;
+    uint64_t slot_stride;
+    uint64_t peers_off, table_off, payload_off, total_size;
+    int64_t  spin_ns;          /* the channel's default spin budget */
+    uint32_t numa_policy;
+    int32_t  numa_node;
+    uint64_t numa_nodeset;
+    uint8_t  pad0[32];
+    /* Line 2: waiters, written on the slow path only. */
+    _Atomic uint32_t sleepers[2];      /* threads asleep on each semaphore */
+    _Atomic uint32_t gone_senders;     /* departed peers that had sent */
+    _Atomic uint32_t gone_receivers;   /* departed peers that had received */
+    _Atomic uint32_t peers_hw;         /* peer entries in use are below this */
+    _Atomic uint32_t numa_resolved;    /* NDC_NUMA_NEAR_RECEIVER: placement done */
+    _Atomic uint32_t repairs;          /* queue rebuilds after a death or corruption */
+    uint32_t pad1;
+    _Atomic int64_t  post_ns[2];       /* when a sleeper was last woken: adaptive spin */
+    uint8_t  pad2[16];
+    /* Lines 3-4: the two semaphores, a line each. Waiters spin on (and
+     * sleep on) these words, so nothing else lives there: a spinner's reads
+     * must not steal the line that a critical section is writing. */
+    struct ndc__sem {
+        _Atomic uint32_t count;        /* see NDC__SIDE_*, NDC__CLOSED */
+        uint8_t pad[60];
+    } sem[2];
+    /* Line 5 on: the queues. Changed only under the lock. Senders and
+     * receivers both write them, so they are packed together on purpose: a
+     * hand-off moves this one line (with up to 8 slots). */
+    _Atomic uint32_t lock;
+    uint32_t ready_head;               /* ring position of the oldest ready array; free running */
+    _Atomic uint64_t sent;             /* commits so far: the next array's seq */
+    _Atomic uint64_t received, bytes_sent;
+    uint16_t idx[16];                  /* free stack [0, nslots), ready ring [nslots, 2 nslots): continues past the struct */
+};
+_Static_assert(sizeof(struct ndc__ctrl) == 6 * NDC__LINE, "control block is part of the segment ABI");
+_Static_assert(offsetof(struct ndc__ctrl, sleepers) == 2 * NDC__LINE, "waiter line");
+_Static_assert(offsetof(struct ndc__ctrl, sem) == 3 * NDC__LINE, "semaphore lines");
+_Static_assert(offsetof(struct ndc__ctrl, lock) == 5 * NDC__LINE, "queue line");
+#define NDC__IDX_OFF offsetof(struct ndc__ctrl, idx)
+
+/* Geometry: everything derived from (nslots, slot_bytes, flags). */
+struct ndc__geometry {
+    uint32_t nslots, max_peers, flags;
+    uint64_t slot_bytes, slot_stride, align;
+    uint64_t peers_off, table_off, payload_off, total_size;
+};
+/* \return 0, or -EINVAL for values beyond the limits. */
+int ndc__geometry(struct ndc__geometry *g, uint32_t nslots, uint64_t slot_bytes, uint32_t flags);
+/* Validate a copy of a control block against the file's size (pure: used at
+ * attach and by the fuzzer). \return 0 and *g; -EPROTO wrong magic or
+ * layout; -EBADMSG inconsistent geometry. */
+int ndc__ctrl_validate(const struct ndc__ctrl *copy, uint64_t file_size, struct ndc__geometry *g);
+/* Validate a copy of a slot header of a ready slot (pure). \return 0 or -EBADMSG. */
+int ndc__slot_validate(const struct ndc__slot *copy, const struct ndc__geometry *g);
+
+/* A mapped segment. */
+struct ndc__segment {
+    int fd;
+    unsigned char *base;       /* the whole mapping: control, table, payloads */
+    struct ndc__geometry g;
+};
+/* Create, size, seal, map and initialise a segment (NUMA placement and
+ * population included). name: NULL or a normalised "/name". */
+int ndc__segment_create(struct ndc__segment *s, const char *name, const struct ndc_chan_opts *o);
+/* Map and validate an existing segment; the fd is the caller's to keep. */
+int ndc__segment_attach(struct ndc__segment *s, int fd, uint32_t flags);
+void ndc__segment_unmap(struct ndc__segment *s);
+/* "/name" from a user's name; -EINVAL for a bad one. */
+int ndc__segment_name(char *out, size_t cap, const char *name);
+
+#endif
