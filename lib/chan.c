@@ -573,17 +573,13 @@ int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns)
 {
     if (!ch || !a)
         return ndc__fail(-EINVAL, "NULL channel or array");
+    uint64_t nbytes = ndc_array_nbytes(a);
+    if (nbytes && nbytes != SIZE_MAX && !a->data)
+        return ndc__fail(-EINVAL, "NULL data for an array of %llu bytes", (unsigned long long)nbytes);
     struct ndc_array s = *a;
     int r = ndc_reserve(ch, &s, timeout_ns);
     if (r)
         return r;
-    uint64_t nbytes = ndc_array_nbytes(a);
-    if (nbytes && !a->data) {
-        uint32_t slot;
-        if (slot_of(ch, s.data, &slot) == 0)
-            give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
-        return ndc__fail(-EINVAL, "NULL data");
-    }
     ndc__copy_to_c(s.data, a, nbytes);
     return ndc_commit(ch, &s);
 }
