@@ -629,11 +629,40 @@ Test(numa_chan, create_rejects_bad_placement)
     struct ndc_chan_opts o = numa_opts(NDC_NUMA_BIND, span + 3, 0);
     o.slot_bytes = 1 << 20;
     th_expect(ndc_create(&ch, NULL, &o), -ENODEV);
-    o = numa_opts(9, 0, 0);
+    cr_expect_eq(ch, (ndc_chan *)0x1, "*ch written on failure");
+}
+
+Test(numa_chan, typos_are_einval_with_or_without_hwloc)
+{
+    ndc_chan *ch = (ndc_chan *)0x1;
+    struct ndc_chan_opts o = numa_opts(9, 0, 0);
     th_expect(ndc_create(&ch, NULL, &o), -EINVAL);
     o = numa_opts(NDC_NUMA_FIRST_TOUCH, 0, 0x1);
     th_expect(ndc_create(&ch, NULL, &o), -EINVAL);
+    o = numa_opts(NDC_NUMA_BIND, -2, 0);
+    th_expect(ndc_create(&ch, NULL, &o), -EINVAL);
     cr_expect_eq(ch, (ndc_chan *)0x1, "*ch written on failure");
+}
+
+Test(numa_chan, without_hwloc_placement_is_enotsup)
+{
+    struct ndc__topo *t = NULL;
+    if (ndc__topo_load(&t, "pu:2") == 0) {
+        ndc__topo_free(t);
+        cr_skip_test("this build has hwloc: nothing to check here");
+    }
+    ndc_chan *ch = NULL;
+    struct ndc_chan_opts o = numa_opts(NDC_NUMA_BIND, 0, 0);
+    th_expect(ndc_create(&ch, NULL, &o), -ENOTSUP);
+    o = numa_opts(NDC_NUMA_FIRST_TOUCH, 0, 0);
+    o.slot_bytes = 1 << 16;
+    th_ok(ndc_create(&ch, NULL, &o));
+    uint64_t counts[4];
+    int p, c;
+    th_expect(ndc_numa_where(ch, counts, 4), -ENOTSUP);
+    th_expect(ndc_numa_pin_near(ch), -ENOTSUP);
+    th_expect(ndc_suggest_cpus(&p, &c), -ENOTSUP);
+    ndc_free(ch);
 }
 
 Test(numa_chan, bound_channel_reports_its_pages, .timeout = 30)
