@@ -555,36 +555,57 @@ int ndc__numa_where_area(const void *addr, size_t len, uint64_t *counts, int max
         return r;
     if (max < 0 || (max > 0 && !counts))
         return ndc__fail(-EINVAL, "counts NULL or max < 0");
-    for (int i = 0; i < max; i++)
-        counts[i] = 0;
+    /* counted aside, so that counts is untouched on failure */
+    uint64_t *acc = calloc((size_t)max + 1, sizeof *acc);
+    if (!acc)
+        return -ENOMEM;
     size_t pg = page_size();
     uintptr_t a0 = (uintptr_t)addr & ~(uintptr_t)(pg - 1);
     len += (uintptr_t)addr - a0;
-    addr = (const void *)a0;
-    long res = map_resident(addr, len);
-    if (res < 0)
-        return (int)res;
+    const char *base = (const char *)a0;
 
-    enum { BATCH = 1024 };
-    void *pages[BATCH];
-    int status[BATCH];
-    size_t npages = (len + pg - 1) / pg;
-    for (size_t i = 0; i < npages; i += BATCH) {
-        size_t n = npages - i < BATCH ? npages - i : BATCH;
-        for (size_t k = 0; k < n; k++)
-            pages[k] = (char *)addr + (i + k) * pg;
-        if (syscall(SYS_move_pages, 0, (unsigned long)n, pages, NULL, status, 0) < 0) {
+    /* Chunk by chunk: mincore says which pages the object holds; only those
+     * are mapped in (one read each) and asked about. A payload is mostly
+     * untouched capacity, so this skips most of it. */
+    enum { CHUNK = 1024 };
+    unsigned char vec[CHUNK];
+    void *pages[CHUNK];
+    int status[CHUNK];
+    for (size_t off = 0; off < len && r == 0; off += (size_t)CHUNK * pg) {
+        size_t n = len - off < (size_t)CHUNK * pg ? len - off : (size_t)CHUNK * pg;
+        if (mincore((void *)(base + off), n, vec) < 0) {
+            r = ndc__fail(-errno, "mincore: %s", strerror(errno));
+            break;
+        }
+        unsigned long k = 0;
+        for (size_t i = 0; i < (n + pg - 1) / pg; i++)
+            if (vec[i] & 1) {
+                pages[k] = (void *)(base + off + i * pg);
+                (void)*(const volatile char *)pages[k];
+                k++;
+            }
+        if (!k)
+            continue;
+        if (syscall(SYS_move_pages, 0, k, pages, NULL, status, 0) < 0) {
             int e = errno;
             if (e == ENOSYS || e == EPERM)
-                return ndc__fail(-ENOTSUP, "move_pages: %s (no CONFIG_NUMA, or refused by seccomp)",
-                                 strerror(e));
-            return ndc__fail(-e, "move_pages: %s", strerror(e));
+                r = ndc__fail(-ENOTSUP, "move_pages: %s (no CONFIG_NUMA, or refused by seccomp)",
+                              strerror(e));
+            else
+                r = ndc__fail(-e, "move_pages: %s", strerror(e));
+            break;
         }
-        for (size_t k = 0; k < n; k++)
-            if (status[k] >= 0 && status[k] < max)   /* -ENOENT: a hole */
-                counts[status[k]]++;
+        for (unsigned long j = 0; j < k; j++)
+            if (status[j] >= 0 && status[j] < max)   /* < 0: gone meanwhile */
+                acc[status[j]]++;
     }
-    return ndc__topo_node_span(t);
+    if (r == 0) {
+        if (max)
+            memcpy(counts, acc, (size_t)max * sizeof *acc);
+        r = ndc__topo_node_span(t);
+    }
+    free(acc);
+    return r;
 }
 
 int ndc__numa_area_policy(const void *addr, uint32_t *policy, uint64_t *nodes)
