@@ -691,6 +691,26 @@ Test(numa_chan, bound_channel_reports_its_pages, .timeout = 30)
     ndc_free(ch);
 }
 
+Test(numa_chan, populate_lands_on_the_bound_node, .timeout = 30)
+{
+    /* the segment places before NDC_POPULATE faults every page in */
+    machine_nodes(1);
+    int node = first_node();
+    struct ndc_chan_opts o = numa_opts(NDC_NUMA_BIND, node, 0);
+    o.slots = 2;
+    o.slot_bytes = 256 << 10;
+    o.flags = NDC_POPULATE;
+    ndc_chan *ch = chan_or_skip(NULL, &o);
+    struct ndc__payload pl;
+    ndc__chan_payload(ch, &pl);
+    uint64_t counts[64];
+    cr_assert(ndc_numa_where(ch, counts, 64) > node, "%s", ndc_last_error());
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    cr_expect_eq(counts[node], pl.len / pg, "populated %llu of %zu payload pages on node %d",
+                 (unsigned long long)counts[node], pl.len / pg, node);
+    ndc_free(ch);
+}
+
 struct reader_arg { const char *name; int node; };
 
 static int reader_reports(void *p)
