@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One entry point for people and CI:
+#   ./build.sh bench [ndchan-bench args]   install what is missing, build, run the comparison
+#   ./build.sh test                        install what is missing, build, run the test suite
+#   ./build.sh sanitize                    the test suite again under ASan + UBSan (build-asan/)
+#   ./build.sh deps                        only install the Debian packages
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libcriterion-dev libhwloc-dev hwloc
+          liburing-dev libzmq3-dev gnuplot-nox python3-numpy)
+
+deps() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}"
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# configure a build dir whether or not it exists yet, then build it
+build() {
+    local dir=$1; shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup "$dir" --reconfigure "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi
+    ninja -C "$dir"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+deps) deps ;;
+bench)
+    deps
+    build build
+    exec build/bench/ndchan-bench "$@"
+    ;;
+test)
+    deps
+    build build
+    meson test -C build --no-suite soak --print-errorlogs "$@"
+    ;;
+sanitize)
+    deps
+    build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+    ASAN_OPTIONS=handle_segv=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        meson test -C build-asan --no-suite soak --print-errorlogs --timeout-multiplier 3 "$@"
+    ;;
+*)
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
