@@ -53,6 +53,8 @@ static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 /* ---- handles ------------------------------------------------------------ */
 
+static void place_near_receiver(ndc_chan *ch);
+
 static void bind_handle(ndc_chan *ch, uint32_t open_flags)
 {
     unsigned char *b = ch->seg.base;
@@ -86,6 +88,8 @@ static int finish_attach(ndc_chan **out, ndc_chan *ch, uint32_t open_flags)
         free(ch);
         return r;
     }
+    if (open_flags & NDC_RDONLY)
+        place_near_receiver(ch);
     *out = ch;
     return 0;
 }
@@ -505,15 +509,26 @@ static int describe(ndc_chan *ch, uint32_t slot, struct ndc_array *a)
     return 0;
 }
 
+/* NDC_NUMA_NEAR_RECEIVER: the first process known to receive places the
+ * payload on its node: at a receive-only attach (before the sender has
+ * touched much), else at its first receive. A failed bind is left for the
+ * next receiver to try rather than marked done. */
+static void place_near_receiver(ndc_chan *ch)
+{
+    uint32_t zero = 0;
+    if (ch->ctrl->numa_policy != NDC_NUMA_NEAR_RECEIVER ||
+        !atomic_compare_exchange_strong(&ch->ctrl->numa_resolved, &zero, 1))
+        return;
+    if (ndc__numa_bind_here(ch->payload, (size_t)(ch->seg.g.total_size - ch->seg.g.payload_off)))
+        atomic_store(&ch->ctrl->numa_resolved, 0);
+}
+
 static void first_receive(ndc_chan *ch)
 {
     if (atomic_load_explicit(&ch->roles, memory_order_relaxed) & NDC__PEER_RECEIVED)
         return;
     ndc__peer_role(ch, NDC__PEER_RECEIVED);
-    uint32_t zero = 0;
-    if (ch->ctrl->numa_policy == NDC_NUMA_NEAR_RECEIVER &&
-        atomic_compare_exchange_strong(&ch->ctrl->numa_resolved, &zero, 1))
-        ndc__numa_bind_here(ch->payload, (size_t)(ch->seg.g.total_size - ch->seg.g.payload_off));
+    place_near_receiver(ch);
 }
 
 /* Take the next array: the one kept by -EMSGSIZE first, else the oldest
@@ -632,7 +647,9 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
     uint32_t hw = atomic_load_explicit(&c->peers_hw, memory_order_relaxed);
     for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
         const struct ndc__peer *p = &ch->peers[i];
-        if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE)
+        /* a peer that died is not attached, swept or not (a /proc read: no waiting) */
+        if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
+            !ndc__pid_alive(p->pid, p->start_time))
             continue;
         s.attached++;
         s.senders_waiting += atomic_load_explicit(&p->sleeping[NDC__SIDE_FREE], memory_order_relaxed);

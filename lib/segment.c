@@ -99,10 +99,10 @@ int ndc__segment_name(char *out, size_t cap, const char *name)
 {
     const char *n = name[0] == '/' ? name + 1 : name;
     size_t len = strlen(n);
-    if (len == 0 || len + 1 >= NDC_NAME_MAX || len + 2 > cap || strchr(n, '/') ||
+    if (len == 0 || len + 1 > NDC_NAME_MAX || len + 2 > cap || strchr(n, '/') ||
         !strcmp(n, ".") || !strcmp(n, ".."))
         return ndc__fail(-EINVAL, "bad channel name \"%s\": want 1..%d characters, no '/'", name,
-                         NDC_NAME_MAX - 2);
+                         NDC_NAME_MAX - 1);
     out[0] = '/';
     memcpy(out + 1, n, len + 1);
     return 0;
