@@ -329,6 +329,13 @@ static void adapt_spin(ndc_chan *ch, int side, int64_t gave_up_at)
     atomic_store_explicit(&ch->spin_now[side], now, memory_order_relaxed);
 }
 
+static int sweep_due(ndc_chan *ch)
+{
+    int64_t now = ndc__now_ns(), last = atomic_load_explicit(&ch->last_sweep, memory_order_relaxed);
+    return now - last >= SLEEP_SLICE_NS &&
+           atomic_compare_exchange_strong(&ch->last_sweep, &last, now);
+}
+
 /* P on side: take a slot off its queue, marking it new_state for this
  * process. */
 static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline *dl, uint32_t *slot)
@@ -360,8 +367,14 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
         if (v & NDC__CLOSED)
             return -EPIPE;
         int64_t left = ndc__deadline_left(dl);
-        if (left == 0)
+        if (left == 0) {
+            /* A poller never sleeps, so it sweeps here instead (once a
+             * slice): slots held by a dead peer must come back for it too. */
+            if (dl->timeout_ns == 0 && side == NDC__SIDE_FREE && sweep_due(ch) &&
+                ndc__peer_sweep(ch, dl) > 0)
+                continue;
             return dl->timeout_ns == 0 ? -EAGAIN : -ETIMEDOUT;
+        }
         if (!spun) {
             spun = 1;
             int64_t budget = atomic_load_explicit(&ch->spin_now[side], memory_order_relaxed);
@@ -382,6 +395,7 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
             return -EINTR;
         }
         if (r == -ETIMEDOUT) {
+            atomic_store_explicit(&ch->last_sweep, ndc__now_ns(), memory_order_relaxed);
             ndc__peer_sweep(ch, dl);
             if (ndc__peer_other_side_gone(ch, side))
                 return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",

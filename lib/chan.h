@@ -40,6 +40,7 @@ struct ndc_chan {
     /* Waiting policy (see chan.c, "Waiting"). */
     int64_t spin_budget;         /* ns; 0: never spin */
     _Atomic int64_t spin_now[2]; /* adapted budget per semaphore */
+    _Atomic int64_t last_sweep;  /* when a non-blocking call last looked for dead peers */
     /* A loan kept by ndc_recv's -EMSGSIZE, handed out by the next receive. */
     _Atomic int32_t stash;
 };
