@@ -7,7 +7,7 @@
 #include "error.h"
 #include "ndchan.h"
 
-static __thread char last_error[256];
+static __thread char last_error[512];
 
 int ndc__fail(int err, const char *fmt, ...)
 {
