@@ -172,7 +172,9 @@ NDC_API int ndc_unlink(const char *name);
 NDC_API int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
 /* Publish a reserved slot. a->data must be what ndc_reserve returned;
  * dtype, ndim, shape and tag are read again (the shape may shrink, never grow
- * past slot_bytes); strides must be C order. Never blocks.
+ * past slot_bytes); strides must be C order. Never waits for a peer (only
+ * for the queue lock, held for nanoseconds; at most 2 s against a corrupt
+ * lock word).
  * \return 0; -EINVAL not a slot this process reserved, or a bad header;
  * -E2BIG grown past slot_bytes (the slot stays reserved);
  * -EPIPE the channel was closed (the slot is discarded). */
@@ -184,7 +186,8 @@ NDC_API int ndc_commit(ndc_chan *ch, struct ndc_array *a);
  * -EBADMSG (the slot's header failed validation: the array is dropped, its
  * slot returned, and the next call goes on with the next array). */
 NDC_API int ndc_acquire(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
-/* Return an acquired slot to the pool (loans may be released in any order).
+/* Return an acquired slot to the pool (loans may be released in any order;
+ * waits only as ndc_commit does).
  * \return 0; -EINVAL `a` is not a loan this process holds */
 NDC_API int ndc_release(ndc_chan *ch, struct ndc_array *a);
 

@@ -552,17 +552,17 @@ static int next_loan(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns, uint
     int r;
     if ((r = ndc__ensure_joined(ch)))
         return r;
+    uint32_t slot = 0;
     int32_t kept = atomic_exchange(&ch->stash, -1);
     if (kept >= 0) {
-        *slot_out = (uint32_t)kept;
-        return describe(ch, (uint32_t)kept, a);
+        slot = (uint32_t)kept;
+    } else {
+        first_receive(ch);
+        struct ndc__deadline dl;
+        ndc__deadline_init(&dl, timeout_ns);
+        if ((r = take(ch, NDC__SIDE_READY, NDC__LOANED, &dl, &slot)))
+            return r;
     }
-    first_receive(ch);
-    struct ndc__deadline dl;
-    ndc__deadline_init(&dl, timeout_ns);
-    uint32_t slot = 0;
-    if ((r = take(ch, NDC__SIDE_READY, NDC__LOANED, &dl, &slot)))
-        return r;
     if ((r = describe(ch, slot, a))) {
         give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
         return r;
