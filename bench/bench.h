@@ -156,6 +156,8 @@ struct result {
     int      from_python;
 };
 
+extern int64_t bench_spin_ns;   /* --spin-ns, for ndchan's channels */
+
 /* harness.c */
 int  run_cell(const struct cell *c, struct ctl *ctl, struct result *r);
 
@@ -165,7 +167,7 @@ struct pyopts {
     int cpu[2];
     int reps;
     double rep_time;
-    int sleep_us;
+    int sleep_us, asleep;
     const uint64_t *tput_sizes; int ntput;
     const uint64_t *lat_sizes; int nlat;
 };

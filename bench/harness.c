@@ -142,6 +142,12 @@ static void calibrate(const struct cell *c, int w, int64_t t_half, int64_t t_don
     barrier();
 }
 
+/* Steady state, not fill and drain: after the calibration the producer
+ * sends 1 + reps * msgs arrays without a pause; the consumer lets the
+ * first one fill the pipeline and times each following group of `msgs`
+ * arrays from the arrival of the group before it. Timing each repetition
+ * from a barrier instead would charge transports that buffer whole arrays
+ * (channel slots, ZeroMQ's queue) a pipeline fill per repetition. */
 static void worker_tput(const struct cell *c, struct link *l, int w)
 {
     size_t n = c->bytes;
@@ -161,17 +167,24 @@ static void worker_tput(const struct cell *c, struct link *l, int w)
             consume(l, n, &seq);
     }
     calibrate(c, w, th, now_ns(), warm - warm / 2, 1, 1ull << 24);
-    for (int r = 0; r < c->reps; r++) {
-        double cpu0;
-        rep_begin(w, r, &cpu0);
-        for (uint64_t i = 0; i < C->msgs; i++) {
-            if (w == 0)
-                produce(l, n, &seq);
-            else
+    double cpu0;
+    rep_begin(w, 0, &cpu0);
+    if (w == 0) {
+        for (uint64_t i = 0, total = 1 + (uint64_t)c->reps * C->msgs; i < total; i++)
+            produce(l, n, &seq);
+        C->t_end[0][0] = now_ns();
+    } else {
+        consume(l, n, &seq);
+        C->t_start[1][0] = now_ns();
+        for (int r = 0; r < c->reps; r++) {
+            for (uint64_t i = 0; i < C->msgs; i++)
                 consume(l, n, &seq);
+            C->t_end[1][r] = now_ns();
+            if (r + 1 < c->reps)
+                C->t_start[1][r + 1] = C->t_end[1][r];
         }
-        rep_end(w, r, cpu0);
     }
+    C->cpu[w][0] = cpu_seconds_self() - cpu0;   /* the whole steady phase, preroll included */
     barrier();
     l->ops->close(l, w == 0);
 }
@@ -522,20 +535,17 @@ int run_cell(const struct cell *c, struct ctl *ctl, struct result *r)
         cpu += ctl->cpu[0][i] + ctl->cpu[1][i];
     }
     if (c->mode == M_TPUT || c->mode == M_MEMCPY) {
+        /* the consumer's windows (the memcpy worker's repetitions) */
         double g[MAX_REPS];
         int cons = nworkers - 1;
         for (int i = 0; i < c->reps; i++) {
-            int64_t t0 = ctl->t_start[0][i];
-            if (nworkers == 2 && ctl->t_start[1][i] < t0)
-                t0 = ctl->t_start[1][i];
-            double secs = (double)(ctl->t_end[cons][i] - t0) * 1e-9;
+            double secs = (double)(ctl->t_end[cons][i] - ctl->t_start[cons][i]) * 1e-9;
             g[i] = (double)ctl->msgs * (double)c->bytes / secs / 1e9;
         }
-        median_of(g, c->reps);
+        r->gbps_med = median_of(g, c->reps);
         r->gbps_min = g[0];
         r->gbps_max = g[c->reps - 1];
-        r->gbps_med = median_of(g, c->reps);
-        moved = (double)ctl->msgs * (double)c->bytes * c->reps;
+        moved = ((double)ctl->msgs * c->reps + (c->mode == M_TPUT)) * (double)c->bytes;
     } else {
         uint64_t ns = ctl->nsamples, per = ns / (uint64_t)c->reps;
         if (ns == 0 || per == 0) {

@@ -36,14 +36,13 @@
 #define BENCH_DATADIR "/usr/local/share/ndchan"
 #endif
 
-extern int64_t bench_spin_ns;
 
 /* ---- options ---------------------------------------------------------------- */
 
 static struct {
     int full, reps, cpu[2], cpus_given, sleep_us, no_python, no_plot, warmup, list;
     double rep_time, timeout;
-    const char *out, *only, *python, *pyscript, *plotscript;
+    const char *out, *only, *parts, *python, *pyscript, *plotscript;
     uint64_t tput[32], lat[32];
     int ntput, nlat;
     int64_t spin_ns;
@@ -75,6 +74,7 @@ static void usage(FILE *f)
 "  --sizes LIST       throughput sizes, e.g. 4K,1M,16M,1G\n"
 "  --lat-sizes LIST   round-trip sizes, e.g. 8,4K,1M,64M\n"
 "  --only LIST        only these rows, e.g. memcpy,spin,futex,ndchan-loan,pipe,mp-queue\n"
+"  --parts LIST       only these parts: throughput,latency,asleep,same-core,python\n"
 "  --sleep-us N       pause between round trips in the peer-asleep case (default 1000)\n"
 "  --spin-ns N        ndchan spin budget (ndc_chan_opts.spin_ns; default 0 = library's)\n"
 "  --out DIR          where results.csv/json and the plots go (default bench/out)\n"
@@ -114,16 +114,19 @@ static int parse_sizes(const char *s, uint64_t *out, int max)
     return n;
 }
 
-static int selected(const char *name)
+static int in_list(const char *list, const char *name)
 {
-    if (!opt.only)
+    if (!list)
         return 1;
     size_t l = strlen(name);
-    for (const char *p = opt.only; (p = strstr(p, name)); p += l)
-        if ((p == opt.only || p[-1] == ',') && (p[l] == 0 || p[l] == ','))
+    for (const char *p = list; (p = strstr(p, name)); p += l)
+        if ((p == list || p[-1] == ',') && (p[l] == 0 || p[l] == ','))
             return 1;
     return 0;
 }
+
+static int selected(const char *name) { return in_list(opt.only, name); }
+static int part(const char *name) { return in_list(opt.parts, name); }
 
 static void default_cpus(void)
 {
@@ -150,11 +153,11 @@ static const char *find_file(const char *given, const char *src, const char *ins
 static void parse_args(int argc, char **argv)
 {
     enum { O_FULL = 256, O_QUICK, O_CPUS, O_REPS, O_RT, O_WARM, O_SIZES, O_LSIZES, O_ONLY, O_SLEEP,
-           O_SPIN, O_OUT, O_NOPY, O_PY, O_PYS, O_PLS, O_NOPLOT, O_TIMEOUT, O_LIST };
+           O_SPIN, O_PARTS, O_OUT, O_NOPY, O_PY, O_PYS, O_PLS, O_NOPLOT, O_TIMEOUT, O_LIST };
     static const struct option lo[] = {
         { "full", 0, 0, O_FULL }, { "quick", 0, 0, O_QUICK }, { "cpus", 1, 0, O_CPUS },
         { "reps", 1, 0, O_REPS }, { "rep-time", 1, 0, O_RT }, { "warmup", 1, 0, O_WARM },
-        { "sizes", 1, 0, O_SIZES }, { "lat-sizes", 1, 0, O_LSIZES }, { "only", 1, 0, O_ONLY },
+        { "sizes", 1, 0, O_SIZES }, { "lat-sizes", 1, 0, O_LSIZES }, { "only", 1, 0, O_ONLY }, { "parts", 1, 0, O_PARTS },
         { "sleep-us", 1, 0, O_SLEEP }, { "spin-ns", 1, 0, O_SPIN }, { "out", 1, 0, O_OUT },
         { "no-python", 0, 0, O_NOPY }, { "python", 1, 0, O_PY }, { "python-script", 1, 0, O_PYS },
         { "plot-script", 1, 0, O_PLS }, { "no-plot", 0, 0, O_NOPLOT }, { "timeout", 1, 0, O_TIMEOUT },
@@ -182,6 +185,7 @@ static void parse_args(int argc, char **argv)
         case O_SIZES: sizes = optarg; break;
         case O_LSIZES: lsizes = optarg; break;
         case O_ONLY: opt.only = optarg; break;
+        case O_PARTS: opt.parts = optarg; break;
         case O_SLEEP: opt.sleep_us = atoi(optarg); break;
         case O_SPIN: opt.spin_ns = strtoll(optarg, NULL, 0); break;
         case O_OUT: opt.out = optarg; break;
@@ -301,7 +305,11 @@ static int ncells_done, ncells_total;
 static void progress(const struct result *r)
 {
     char sz[32];
-    fprintf(stderr, "[%3d/%d] %-10s %-12s %-11s %8s  ", ++ncells_done, ncells_total, r->kind, r->transport,
+    if (r->from_python)
+        fprintf(stderr, "[python] ");
+    else
+        fprintf(stderr, "[%3d/%d] ", ++ncells_done, ncells_total);
+    fprintf(stderr, "%-10s %-12s %-11s %8s  ", r->kind, r->transport,
             r->variant, fmt_size(r->bytes, sz));
     if (r->ok == 1 && !strcmp(r->kind, "throughput"))
         fprintf(stderr, "%10.2f GB/s\n", r->gbps_med);
@@ -374,20 +382,21 @@ static void run_all(void)
         int k = 0;
 #define RUN(...) do { if (pass) run(__VA_ARGS__); else k++; } while (0)
         /* Throughput: the ceiling, then every transport by size. */
-        if (selected("memcpy"))
+        if (selected("memcpy") && part("throughput"))
             for (int s = 0; s < opt.ntput; s++)
                 RUN(M_MEMCPY, NULL, "memcpy", opt.tput[s], 0, 0);
         for (int t = 0; t < nt; t++)
-            if (selected(rows[t].name))
+            if (selected(rows[t].name) && part("throughput"))
                 for (int s = 0; s < opt.ntput; s++)
                     RUN(M_TPUT, rows[t].ops, rows[t].name, opt.tput[s], same, 0);
         /* Round trips: the floors, then every transport by size. */
-        if (selected("spin"))
+        int lat = part("latency");
+        if (selected("spin") && lat)
             RUN(M_SPIN, NULL, "spin", 8, same, 0);
-        if (selected("futex"))
+        if (selected("futex") && lat)
             RUN(M_FUTEX, NULL, "futex", 8, same, 0);
         for (int t = 0; t < nt; t++)
-            if (selected(rows[t].name)) {
+            if (selected(rows[t].name) && lat) {
                 for (int s = 0; s < opt.nlat; s++)
                     RUN(M_LAT, rows[t].ops, rows[t].name, opt.lat[s], same, 0);
                 if (rows[t].ops == &link_ndchan_loan && !has_big)
@@ -395,13 +404,14 @@ static void run_all(void)
             }
         /* The peer asleep: the pinger pauses, so each ping finds the ponger
          * gone to sleep in the kernel. */
-        if (selected("futex"))
+        int asleep = part("asleep");
+        if (selected("futex") && asleep)
             RUN(M_FUTEX, NULL, "futex", 8, same, opt.sleep_us);
         for (int t = 0; t < nt; t++)
-            if (selected(rows[t].name) && rows[t].ops != &link_pipe_small && rows[t].ops != &link_pipe_ser)
+            if (selected(rows[t].name) && asleep && rows[t].ops != &link_pipe_small && rows[t].ops != &link_pipe_ser)
                 RUN(M_LAT, rows[t].ops, rows[t].name, 8, same, opt.sleep_us);
         /* Both on one CPU: nobody may starve the other. */
-        if (!same) {
+        if (!same && part("same-core")) {
             if (selected("spin"))
                 RUN(M_SPIN, NULL, "spin", 8, 1, 0);
             if (selected("futex"))
@@ -419,7 +429,7 @@ static void run_all(void)
     }
 
     /* Python's rows, through its own processes. */
-    if (opt.no_python || !(selected("mp-queue") || selected("mp-pipe") || selected("shm-sem"))) {
+    if (opt.no_python || !part("python") || !(selected("mp-queue") || selected("mp-pipe") || selected("shm-sem"))) {
         snprintf(py_skip, sizeof py_skip, "%s", opt.no_python ? "--no-python" : "not selected");
         return;
     }
@@ -428,15 +438,18 @@ static void run_all(void)
     /* Pickling a queue's worth of big arrays costs seconds and five copies
      * of memory each: Python's rows stop at 256 MiB (throughput) and 64 MiB
      * (round trip), and at 16 MiB / 1 MiB in the quick run. */
-    for (int s = 0; s < opt.ntput; s++)
+    for (int s = 0; s < opt.ntput && part("throughput"); s++)
         if (opt.tput[s] <= (opt.full ? 256 * MiB : 16 * MiB))
             pt[npt++] = opt.tput[s];
-    for (int s = 0; s < opt.nlat; s++)
+    for (int s = 0; s < opt.nlat && part("latency"); s++)
         if (opt.lat[s] <= (opt.full ? 64 * MiB : 1 * MiB))
             pl[npl++] = opt.lat[s];
     struct pyopts po = { .python = opt.python, .script = opt.pyscript, .cpu = { opt.cpu[0], opt.cpu[1] },
                          .reps = opt.reps, .rep_time = opt.rep_time, .sleep_us = opt.sleep_us,
+                         .asleep = part("asleep"),
                          .tput_sizes = pt, .ntput = npt, .lat_sizes = pl, .nlat = npl };
+    if (!npt && !npl && !po.asleep)
+        return;
     fprintf(stderr, "[python] %s %s: %d throughput and %d round-trip sizes x 3 transports ...\n",
             opt.python, opt.pyscript, npt, npl);
     int before = nR;
@@ -451,7 +464,6 @@ static void run_all(void)
             nR--, i--;
             continue;
         }
-        ncells_total = ncells_done + 1;
         progress(&R[i]);
     }
 }

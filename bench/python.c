@@ -81,7 +81,7 @@ int run_python(const struct pyopts *o, struct result **res, int *nres, int *cap,
     }
     const char *argv[] = { o->python, o->script, "--cpus", cpus, "--reps", reps, "--rep-time", rt,
                            "--sleep-us", sl, "--tput-sizes", ts, "--lat-sizes", ls,
-                           "--sleep-sizes", o->nlat ? "8" : "", NULL };
+                           "--sleep-sizes", o->asleep ? "8" : "", NULL };
     int pfd[2];
     if (pipe(pfd)) {
         snprintf(why, ERR_LEN, "pipe: %s", strerror(errno));
