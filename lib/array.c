@@ -34,10 +34,13 @@ int ndc__shape_check(uint32_t dtype, int ndim, const int64_t *shape, uint64_t *n
 
 void ndc__c_strides(size_t itemsize, int ndim, const int64_t *shape, int64_t *strides)
 {
-    int64_t s = (int64_t)itemsize;
+    /* Unsigned, so wrapping is defined: a valid array's strides never wrap,
+     * and a zero-size one (an extent of 0 beside huge ones) addresses
+     * nothing, so whatever its outer strides wrap to is never used. */
+    uint64_t s = itemsize;
     for (int i = ndim - 1; i >= 0; i--) {
-        strides[i] = s;
-        s *= shape[i] > 0 ? shape[i] : 1;
+        strides[i] = (int64_t)s;
+        s *= shape[i] > 0 ? (uint64_t)shape[i] : 1;
     }
 }
 

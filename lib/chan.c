@@ -267,8 +267,9 @@ static int lock_queues(ndc_chan *ch, struct ndc__deadline *dl)
     return r == -ETIMEDOUT && dl->timeout_ns == 0 ? -EAGAIN : r;
 }
 
-/* V: wake one sleeper on side if there is one. The seq_cst pair (the count's
- * increment here, the sleepers' increment in sleep_once) makes sure that
+/* V: wake one sleeper on side if there is one. The seq_cst pair (the
+ * count's increment in ndc__queue_push, the sleepers' increment in
+ * sleep_once, each followed by a seq_cst load of the other) makes sure that
  * either we see the sleeper or it sees the new count. */
 static void post_wake(ndc_chan *ch, int side)
 {
@@ -278,8 +279,7 @@ static void post_wake(ndc_chan *ch, int side)
     int now_cpu = ndc__current_cpu();
     if (atomic_load_explicit(cpu, memory_order_relaxed) != now_cpu)
         atomic_store_explicit(cpu, now_cpu, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&ch->ctrl->sleepers[side], memory_order_relaxed)) {
+    if (atomic_load_explicit(&ch->ctrl->sleepers[side], memory_order_seq_cst)) {
         atomic_store_explicit(&ch->ctrl->post_ns[side], ndc__now_ns(), memory_order_relaxed);
         ndc__futex_wake(&ch->ctrl->sem[side].count, 1);
     }

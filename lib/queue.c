@@ -70,9 +70,11 @@ int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
     }
     atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
     /* The count is the semaphore: it goes up last, once the slot is listed.
-     * Its release pairs with the acquire load of a waiter that then takes
-     * the lock. */
-    atomic_fetch_add_explicit(&c->sem[side].count, 1, memory_order_release);
+     * seq_cst, not just release: with the sleeper's seq_cst increment of
+     * `sleepers` and both sides' seq_cst loads, either the poster sees the
+     * sleeper (post_wake in chan.c) or the sleeper sees this count (Dekker).
+     * The release half pairs with a waiter's acquire load of the count. */
+    atomic_fetch_add_explicit(&c->sem[side].count, 1, memory_order_seq_cst);
     return 0;
 }
 
