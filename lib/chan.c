@@ -158,8 +158,6 @@ int ndc_open_fd(ndc_chan **out, int fd, uint32_t flags)
 int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
 {
     char path[NDC_NAME_MAX + 2];
-    if (!name)
-        return ndc__fail(-EINVAL, "NULL name");
     int r = ndc__segment_name(path, sizeof path, name);
     if (r)
         return r;
@@ -179,8 +177,6 @@ int ndc_fd(const ndc_chan *ch)
 int ndc_unlink(const char *name)
 {
     char path[NDC_NAME_MAX + 2];
-    if (!name)
-        return ndc__fail(-EINVAL, "NULL name");
     int r = ndc__segment_name(path, sizeof path, name);
     if (r)
         return r;

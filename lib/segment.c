@@ -97,6 +97,8 @@ int ndc__slot_validate(const struct ndc__slot *s, const struct ndc__geometry *g)
 
 int ndc__segment_name(char *out, size_t cap, const char *name)
 {
+    if (!name)
+        return ndc__fail(-EINVAL, "NULL channel name");
     const char *n = name[0] == '/' ? name + 1 : name;
     size_t len = strlen(n);
     if (len == 0 || len + 1 > NDC_NAME_MAX || len + 2 > cap || strchr(n, '/') ||

@@ -153,7 +153,7 @@ int ndc__segment_create(struct ndc__segment *s, const char *name, const struct n
 /* Map and validate an existing segment; the fd is the caller's to keep. */
 int ndc__segment_attach(struct ndc__segment *s, int fd, uint32_t flags);
 void ndc__segment_unmap(struct ndc__segment *s);
-/* "/name" from a user's name; -EINVAL for a bad one. */
+/* "/name" from a user's name; -EINVAL for a bad or NULL one. */
 int ndc__segment_name(char *out, size_t cap, const char *name);
 
 #endif
