@@ -255,29 +255,87 @@ NDC_API int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu);
 
 /* ---- .npy files --------------------------------------------------------- */
 
+/* numpy's .npy format, versions 1.0, 2.0 and 3.0, for every dtype above.
+ * Files are read straight into a reserved slot with io_uring (pread/pwrite
+ * when built without liburing) and written straight from a slot.
+ *
+ * What a receiver sees of a file:
+ *  - C-order files: the payload as is, zero copy;
+ *  - Fortran-order files: transposed into C order on read, so the receiver
+ *    gets the shape and values np.load() gives, C-ordered (slots carry C
+ *    order only). This costs one extra pass and a temporary buffer of the
+ *    payload's size; files whose two layouts coincide (at most one extent
+ *    above 1) are read straight into the slot;
+ *  - big-endian ('>') files: read as they are, then byte-swapped in the slot
+ *    before the commit: arrays always arrive in this host's byte order;
+ *  - bfloat16: numpy has no descr for it; ndchan writes and reads the descr
+ *    'bfloat16' (ml_dtypes' name).
+ * Rejected: object, structured, string, void, datetime and longdouble
+ * dtypes, more than NDC_MAX_DIMS dimensions (-ENOTSUP); a malformed header,
+ * one that lies about its length, a file shorter or longer than header plus
+ * payload (-EBADMSG); a shape whose size overflows (-EOVERFLOW). A rejected
+ * file never takes a slot. ndc_last_error() names the file and the reason. */
+
 struct ndc_npy_opts {
-    uint32_t queue_depth;  /* files in flight for ndc_npy_load/ndc_npy_drain; 0 = default (4) */
-    uint32_t flags;        /* NDC_NPY_DIRECT: O_DIRECT where alignment allows; else 0 */
+    uint32_t queue_depth;  /* files in flight for ndc_npy_load/ndc_npy_drain;
+                              0 = default (4); at most 256 */
+    uint32_t flags;        /* NDC_NPY_DIRECT; other bits are -EINVAL */
     uint64_t reserved[4];  /* must be zero */
 };
+/* O_DIRECT where alignment allows. Reading: the part of the payload whose
+ * file offset and slot address meet the file system's direct-I/O alignment
+ * (statx DIOALIGN) bypasses the page cache; the unaligned head and tail do
+ * not. Writing (drain): payloads whose length is block aligned go direct,
+ * the header then padded to 4096 bytes. Worth it for cold files read or
+ * written once (no page-cache copy, no cache pollution); a loss for files
+ * already in the page cache, which are then read from the device again. */
 #define NDC_NPY_DIRECT (1u << 0)
 
-/* Read one .npy file straight into a slot (reserve, read, commit). The tag
- * is set to `tag`. \return 0, -EINVAL/-EBADMSG (not a valid .npy we take),
- * -ENOTSUP (object/structured dtype), -E2BIG, and ndc_reserve's returns. */
+/* Read one .npy file into the channel: check the header, reserve a slot of
+ * its dtype and shape (waiting up to timeout_ns), read the payload straight
+ * into the slot, commit it with tag `tag`. See above for Fortran order and
+ * byte order. For a stream of files ndc_npy_load is faster (overlap, pinned
+ * buffers).
+ * \return 0
+ * \return -EBADMSG   not a .npy file, a malformed or lying header, a file
+ *                    whose size is not header + payload, or that shrank
+ * \return -ENOTSUP   a dtype or version ndchan does not take
+ * \return -EOVERFLOW the payload size overflows
+ * \return -EINVAL    a NULL argument, or not a regular file
+ * \return -E2BIG     the array is larger than slot_bytes
+ * \return -ENOENT, -EACCES, -EIO, ... : open/read errors (-errno)
+ * \return and ndc_reserve's returns (-EAGAIN, -ETIMEDOUT, -EPIPE, ...)
+ * A failure after the slot was reserved (an I/O error mid-read) leaves the
+ * slot reserved until ndc_free: the channel API has no way to cancel a
+ * reservation. */
 NDC_API int ndc_npy_read(ndc_chan *ch, const char *path, uint64_t tag, int64_t timeout_ns);
-/* Write one array (any strides) to a .npy file (version 1.0, or 2.0 when the
- * header needs it). \return 0 or -errno. */
+/* Write one array (any strides, as ndc_send takes) to a .npy file, created or
+ * truncated, mode 0644 before umask. Like np.save: C-contiguous arrays as
+ * they are, Fortran-contiguous ones with fortran_order True, anything else
+ * gathered into C order first. Version 1.0 (2.0 if the header needs it),
+ * data offset a multiple of 64, this host's byte order. A partial file is
+ * removed on failure.
+ * \return 0, -EINVAL (a NULL or invalid array), -ENOMEM, or -errno of
+ * open/write. */
 NDC_API int ndc_npy_write(const struct ndc_array *a, const char *path);
 /* Read `n` files into the channel in the order given, keeping up to
- * queue_depth reads in flight; tag i = i. \return the number of files sent,
- * or -errno of the first failure (files before it were sent). */
+ * queue_depth files in flight (each in several requests); tag i = i. Every
+ * header is checked before its file takes a slot. The channel's slots are
+ * registered with io_uring as fixed buffers as they are first used (pinning
+ * only the bytes written), where RLIMIT_MEMLOCK allows; beyond it plain
+ * reads are used. Blocks while the channel is full.
+ * \return the number of files sent (n), or the -errno of the first failure
+ * (as ndc_npy_read; files before it were sent, none after it). -EINVAL: bad
+ * options. */
 NDC_API int ndc_npy_load(ndc_chan *ch, const char *const *paths, size_t n,
                          const struct ndc_npy_opts *o);
 /* Receive until end of stream, writing each array to dir/<seq>.npy (seq as
  * 12 zero-padded digits), keeping up to queue_depth writes in flight; a slot
- * is released when its write completes. \return the number of arrays
- * written, or -errno of the first failure. */
+ * is released when its write completes (or fails: the partial file is then
+ * removed). Never sleeps on the channel while its own writes hold slots.
+ * \return the number of arrays written (after -EPIPE from the channel), or
+ * -errno of the first failure (open/write errors, ndc_acquire's returns such
+ * as -EOWNERDEAD), once the writes in flight are done. */
 NDC_API int ndc_npy_drain(ndc_chan *ch, const char *dir, const struct ndc_npy_opts *o);
 
 #ifdef __cplusplus
