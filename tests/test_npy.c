@@ -426,6 +426,13 @@ Test(npy_chan, rejections_take_no_slot)
 }
 
 /* n files of distinct content; returns their paths. */
+static void free_series(const char **paths, int n)
+{
+    for (int i = 0; i < n; i++)
+        free((void *)paths[i]);
+    free(paths);
+}
+
 static const char **make_series(int n, int64_t len, enum ndc_dtype t)
 {
     const char **paths = calloc((size_t)n, sizeof *paths);
@@ -524,6 +531,7 @@ Test(npy_chan, read_timeout_when_full)
     th_expect(ndc_npy_read(ch, p[1], 0, 0), -EAGAIN);
     th_expect(ndc_npy_read(ch, p[1], 0, 20 * 1000000LL), -ETIMEDOUT);
     ndc_free(ch);
+    free_series(p, 2);
 }
 
 /* Registered buffers refused: drop CAP_IPC_LOCK so RLIMIT_MEMLOCK applies,
@@ -565,6 +573,7 @@ Test(npy_chan, memlock_refuses_registration)
     const char **paths = make_series(4, 1 << 20, NDC_U8);
     pid_t pid = th_fork(memlock_child, paths);
     cr_assert_eq(th_wait(pid, 30000), 0);
+    free_series(paths, 4);
 }
 
 Test(npy_chan, drain_to_missing_dir)
