@@ -681,3 +681,19 @@ Test(npy_numpy, round_trip_every_dtype_and_order, .init = mktmp, .fini = rmtmp, 
     ndc_free(ch);
     cr_assert_eq(run_python(numpy_check, tmpdir), 0, "np.load disagrees with what ndchan wrote");
 }
+
+Test(npy_chan, load_stops_at_first_bad_file, .init = mktmp, .fini = rmtmp, .timeout = 60)
+{
+    const char **p = make_series(5, 1000, NDC_I32);
+    write_file(p[2], "garbage", 7);
+    ndc_chan *ch = mkchan(8, 1 << 20);
+    struct ndc_npy_opts o = { .queue_depth = 4 };
+    th_expect(ndc_npy_load(ch, p, 5, &o), -EBADMSG);
+    cr_assert(strstr(ndc_last_error(), "s002.npy"), "detail: %s", ndc_last_error());
+    struct ndc_stat st;
+    th_ok(ndc_stat(ch, &st));
+    cr_assert_eq(st.ready, 2, "files before the bad one are sent, none after");
+    cr_assert_eq(st.free, 8 - 2, "no slot taken by the bad file or those after it");
+    ndc_free(ch);
+    free_series(p, 5);
+}
