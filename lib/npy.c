@@ -564,6 +564,15 @@ static void job_close(struct job *j)
     j->state = JOB_EMPTY;
 }
 
+/* Prefix this thread's last detail with `what` (copied first: the detail
+ * buffer is also the destination). */
+static int fail_in(int err, const char *what)
+{
+    char detail[200];
+    snprintf(detail, sizeof detail, "%s", ndc_last_error());
+    return ndc__fail(err, "%s: %s", what, detail);
+}
+
 static int opts_check(const struct ndc_npy_opts *o, unsigned *depth, uint32_t *flags)
 {
     static const struct ndc_npy_opts zero;
@@ -631,7 +640,7 @@ static int job_open(struct job *j, const char *path)
     if (!err)
         err = ndc__npy_check_size(&j->h, (uint64_t)st.st_size);
     if (err)
-        return ndc__fail(err, "%s: %s", path, ndc_last_error());
+        return fail_in(err, path);
     posix_fadvise(fd, (off_t)j->h.data_offset, (off_t)j->h.nbytes, POSIX_FADV_SEQUENTIAL);
 
     memset(&j->a, 0, sizeof j->a);
@@ -844,7 +853,7 @@ static int load_files(ndc_chan *ch, const char *const *paths, size_t n, const ui
             if (r == -EAGAIN && count)
                 break;                  /* reap and commit first, then retry */
             if (r) {
-                err = ndc__fail(r, "npy: %s: reserving a slot: %s", j->path, ndc_last_error());
+                err = fail_in(r, j->path);
                 job_close(j);
                 break;
             }
