@@ -179,6 +179,9 @@ NDC_API int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
  * -E2BIG grown past slot_bytes (the slot stays reserved);
  * -EPIPE the channel was closed (the slot is discarded). */
 NDC_API int ndc_commit(ndc_chan *ch, struct ndc_array *a);
+/* Give a reserved slot back without publishing it (the array could not be
+ * produced). \return 0; -EINVAL not a slot this process reserved. */
+NDC_API int ndc_cancel(ndc_chan *ch, struct ndc_array *a);
 /* Wait for the oldest committed array and lend it to the caller; fills every
  * field of `a`; a->data points into the segment (read-only under NDC_RDONLY).
  * \return 0; -EAGAIN (timeout 0, channel empty); -ETIMEDOUT; -EINTR;
@@ -305,9 +308,8 @@ struct ndc_npy_opts {
  * \return -E2BIG     the array is larger than slot_bytes
  * \return -ENOENT, -EACCES, -EIO, ... : open/read errors (-errno)
  * \return and ndc_reserve's returns (-EAGAIN, -ETIMEDOUT, -EPIPE, ...)
- * A failure after the slot was reserved (an I/O error mid-read) leaves the
- * slot reserved until ndc_free: the channel API has no way to cancel a
- * reservation. */
+ * A failure after the slot was reserved (an I/O error mid-read) gives the
+ * slot back with ndc_cancel: nothing half-read is ever published. */
 NDC_API int ndc_npy_read(ndc_chan *ch, const char *path, uint64_t tag, int64_t timeout_ns);
 /* Write one array (any strides, as ndc_send takes) to a .npy file, created or
  * truncated, mode 0644 before umask. Like np.save: C-contiguous arrays as

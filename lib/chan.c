@@ -494,6 +494,19 @@ int ndc_commit(ndc_chan *ch, struct ndc_array *a)
     return give(ch, NDC__SIDE_READY, slot, NDC__WORD(NDC__READY, 0));
 }
 
+int ndc_cancel(ndc_chan *ch, struct ndc_array *a)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    uint32_t slot = 0;
+    int r = slot_of(ch, a->data, &slot);
+    if (r || (r = ndc__ensure_joined(ch)))
+        return r;
+    if (!holds(ch, slot, NDC__RESERVED))
+        return ndc__fail(-EINVAL, "slot %u is not reserved by this process", slot);
+    return give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+}
+
 /* Fill `a` from a loaned slot's header. Only what is used is read, once,
  * into a private copy that is validated before use: ndim first (it bounds
  * the copy of the shape), then the shape against nbytes and the slot size.

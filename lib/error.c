@@ -35,7 +35,7 @@ const char *ndc_strerror(int err)
     case -EMSGSIZE:    return "receive buffer too small: the array is kept for the next receive";
     case -EPIPE:       return "end of stream: the channel is closed";
     case -EOWNERDEAD:  return "every peer on the other side of the channel is gone";
-    case -EBADMSG:     return "corrupt shared memory: a header or index failed validation";
+    case -EBADMSG:     return "malformed data: a header or index (in shared memory or a file) failed validation";
     case -EPROTO:      return "not an ndchan segment of this layout version";
     case -EPERM:       return "not permitted: the handle is receive-only";
     case -EUSERS:      return "too many processes attached to the channel";

@@ -868,6 +868,8 @@ static int load_files(ndc_chan *ch, const char *const *paths, size_t n, const ui
         while (count && jobs[head].state == JOB_DONE) {
             struct job *j = &jobs[head];
             int r = job_commit(j, ch);
+            if (r)
+                ndc_cancel(ch, &j->a);  /* its file failed: the slot goes back unpublished */
             if (r && !err)
                 err = r;
             if (!r)
@@ -892,11 +894,12 @@ static int load_files(ndc_chan *ch, const char *const *paths, size_t n, const ui
     }
     goto out;
 fail:
-    /* A failed file holds a slot that cannot be given back (the channel API
-     * has no way to cancel a reservation); let the reads in flight land
-     * before the buffers are freed, and commit nothing after the failure. */
+    /* Let the reads in flight land before their slots and buffers go, then
+     * give back every reservation: nothing after the failure is committed. */
     while (ndc__io_reap(io, &(struct ndc__io_req *){ NULL }) == 0)
         ;
+    for (unsigned k = 0; k < count; k++)
+        ndc_cancel(ch, &jobs[(head + k) % depth].a);
     for (unsigned i = 0; i < depth; i++)
         job_close(&jobs[i]);
 out:

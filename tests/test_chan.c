@@ -1698,3 +1698,31 @@ Test(chan, threads_mpmc_exactly_once, .timeout = 30)
     cr_assert_eq(st.received, (uint64_t)N);
     ndc_free(ch);
 }
+
+Test(chan, cancel_returns_the_slot_unpublished, .timeout = 10)
+{
+    ndc_chan *ch;
+    struct ndc_chan_opts o = {.slots = 2, .slot_bytes = 4096};
+    th_ok(ndc_create(&ch, NULL, &o));
+    struct ndc_array a = {.dtype = NDC_U8, .ndim = 1, .shape = {16}, .tag = 7};
+    th_ok(ndc_reserve(ch, &a, 0));
+    struct ndc_stat st;
+    th_ok(ndc_stat(ch, &st));
+    cr_assert_eq(st.loaned, 1);
+    th_ok(ndc_cancel(ch, &a));
+    th_ok(ndc_stat(ch, &st));
+    cr_assert_eq(st.free, 2, "a cancelled slot is free again");
+    cr_assert_eq(st.sent, 0, "nothing was published");
+    struct ndc_array r;
+    th_expect(ndc_acquire(ch, &r, 0), -EAGAIN);
+    /* twice, or after a commit, or on a loan: not a reservation any more */
+    th_expect(ndc_cancel(ch, &a), -EINVAL);
+    th_ok(ndc_reserve(ch, &a, 0));
+    th_ok(ndc_commit(ch, &a));
+    th_expect(ndc_cancel(ch, &a), -EINVAL);
+    th_ok(ndc_acquire(ch, &r, 0));
+    th_expect(ndc_cancel(ch, &r), -EINVAL);
+    cr_assert_eq(r.seq, 0, "the cancelled reservation took no seq");
+    th_ok(ndc_release(ch, &r));
+    ndc_free(ch);
+}
