@@ -205,13 +205,13 @@ static void worker_lat(const struct cell *c, struct link *L, int w)
     if (in->ops->open(in, 0))
         fail("%s: %s", in->ops->name, in->err[0] ? in->err : "open failed");
     barrier();
-    uint64_t warm = auto_warmup(c, 16 * MiB, 3, 200), total = 0, k = 0, seq = 0;
+    uint64_t warm = auto_warmup(c, 16 * MiB, 3, 200), k = 0, seq = 0;
     int64_t th = 0;
+    /* phase 0: the warm-up, one pass; phase 1: the repetitions */
     for (int phase = 0; phase < 2; phase++) {
-        uint64_t count = phase ? total : warm;
         for (int r = 0; r < (phase ? c->reps : 1); r++) {
             double cpu0 = 0;
-            uint64_t m = phase ? C->msgs : count;
+            uint64_t m = phase ? C->msgs : warm;
             if (phase)
                 rep_begin(w, r, &cpu0);
             for (uint64_t i = 0; i < m; i++, seq++) {
@@ -253,10 +253,8 @@ static void worker_lat(const struct cell *c, struct link *L, int w)
             if (phase)
                 rep_end(w, r, cpu0);
         }
-        if (!phase) {
+        if (!phase)
             calibrate(c, w, th, now_ns(), warm - warm / 2, 3, MAX_SAMPLES / (uint64_t)c->reps);
-            total = C->msgs;
-        }
     }
     if (w == 0)
         C->nsamples = k;
