@@ -1,7 +1,9 @@
 #include "helpers.h"
 
 #include <signal.h>
+#include <criterion/criterion.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -46,7 +48,7 @@ int th_wait(pid_t pid, int timeout_ms)
 }
 
 /* splitmix64: cheap, and every byte depends on the seed and its position. */
-static uint64_t mix(uint64_t x)
+uint64_t th_mix(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -59,10 +61,10 @@ void th_fill(void *p, size_t n, uint64_t seed)
     unsigned char *b = p;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        uint64_t v = mix(seed ^ i);
+        uint64_t v = th_mix(seed ^ i);
         memcpy(b + i, &v, 8);
     }
-    uint64_t v = mix(seed ^ i);
+    uint64_t v = th_mix(seed ^ i);
     memcpy(b + i, &v, n - i);
 }
 
@@ -71,11 +73,11 @@ int th_check(const void *p, size_t n, uint64_t seed)
     const unsigned char *b = p;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        uint64_t v = mix(seed ^ i);
+        uint64_t v = th_mix(seed ^ i);
         if (memcmp(b + i, &v, 8) != 0)
             return 0;
     }
-    uint64_t v = mix(seed ^ i);
+    uint64_t v = th_mix(seed ^ i);
     return memcmp(b + i, &v, n - i) == 0;
 }
 
@@ -84,4 +86,30 @@ int64_t th_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+ndc_chan *th_chan(uint32_t slots, uint64_t slot_bytes)
+{
+    struct ndc_chan_opts o = {.slots = slots, .slot_bytes = slot_bytes};
+    ndc_chan *ch = NULL;
+    th_ok(ndc_create(&ch, NULL, &o));
+    cr_assert_not_null(ch);
+    return ch;
+}
+
+long th_proc_kb(const char *file, const char *key)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            v = strtol(line + kl + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
 }

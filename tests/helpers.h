@@ -15,6 +15,13 @@ int th_wait(pid_t pid, int timeout_ms);
 /* Deterministic fill/check of a payload from (seed, nbytes). */
 void th_fill(void *p, size_t n, uint64_t seed);
 int th_check(const void *p, size_t n, uint64_t seed);
+/* An anonymous channel of `slots` x `slot_bytes` (asserts it was created). */
+ndc_chan *th_chan(uint32_t slots, uint64_t slot_bytes);
+/* The number of a "Key:  N kB" line of a /proc file ("/proc/self/status"
+ * VmRSS, "/proc/meminfo" MemAvailable...), or -1. */
+long th_proc_kb(const char *file, const char *key);
+/* splitmix64: a well-mixed 64-bit hash of x. */
+uint64_t th_mix(uint64_t x);
 /* Monotonic clock in ns. */
 int64_t th_now_ns(void);
 

@@ -30,18 +30,6 @@
 
 /* ---- helpers local to this file ----------------------------------------- */
 
-static ndc_chan *mkchan(uint32_t slots, uint64_t slot_bytes)
-{
-    struct ndc_chan_opts o;
-    memset(&o, 0, sizeof o);
-    o.slots = slots;
-    o.slot_bytes = slot_bytes;
-    ndc_chan *ch = NULL;
-    th_ok(ndc_create(&ch, NULL, &o));
-    cr_assert_not_null(ch);
-    return ch;
-}
-
 static struct ndc_stat getstat(const ndc_chan *ch)
 {
     struct ndc_stat st;
@@ -126,23 +114,6 @@ static void expect_filled(ndc_chan *ch, enum ndc_dtype t, int ndim, const int64_
     cr_assert(th_check(a.data, n, seed), "payload of tag %llu differs from what was sent",
               (unsigned long long)tag);
     th_ok(ndc_release(ch, &a));
-}
-
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long v = -1;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
-            v = strtol(line + kl + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
 }
 
 /* The permissions ("r--s") of the mapping holding p, from /proc/self/maps. */
@@ -400,7 +371,7 @@ Test(chan, open_fd_checks, .timeout = 10)
     close(fd0);
 
     /* The fd is duplicated: closing ours keeps the new handle working. */
-    ndc_chan *a = mkchan(2, 4096), *b = NULL;
+    ndc_chan *a = th_chan(2, 4096), *b = NULL;
     int dup_fd = dup(ndc_fd(a));
     th_ok(ndc_open_fd(&b, dup_fd, 0));
     cr_assert_neq(ndc_fd(b), dup_fd, "ndc_open_fd kept the caller's fd instead of a copy");
@@ -416,7 +387,7 @@ Test(chan, open_fd_checks, .timeout = 10)
 
 Test(chan, reserve_commit_acquire_release, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(3, 1 << 16);
+    ndc_chan *ch = th_chan(3, 1 << 16);
     long page = sysconf(_SC_PAGESIZE);
     for (int i = 0; i < 20; i++) {
         struct ndc_array a;
@@ -467,7 +438,7 @@ Test(chan, reserve_commit_acquire_release, .timeout = 10)
 
 Test(chan, seq_follows_commit_order, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     struct ndc_array a[3];
     for (int i = 0; i < 3; i++) {
         memset(&a[i], 0, sizeof a[i]);
@@ -495,7 +466,7 @@ Test(chan, seq_follows_commit_order, .timeout = 10)
 Test(chan, several_loans_any_order, .timeout = 10)
 {
     enum { N = 5 };
-    ndc_chan *ch = mkchan(N, 8192);
+    ndc_chan *ch = th_chan(N, 8192);
     int64_t shape[] = { 7, 9 };
     for (int i = 0; i < N; i++)
         send_filled(ch, NDC_I32, 2, shape, (uint64_t)i, 3000 + (uint64_t)i);
@@ -532,7 +503,7 @@ Test(chan, several_loans_any_order, .timeout = 10)
 Test(chan, refill_after_loans, .timeout = 10)
 {
     enum { N = 4 };
-    ndc_chan *ch = mkchan(N, 8192);
+    ndc_chan *ch = th_chan(N, 8192);
     int64_t shape[] = { 33 };
     uint64_t seq = 0;
     for (int round = 0; round < 10; round++) {
@@ -633,7 +604,7 @@ ParameterizedTest(struct view_param *p, chan, send_views, .timeout = 10)
     unsigned char *base_copy = malloc(base_bytes);
     memcpy(base_copy, base, base_bytes);
 
-    ndc_chan *ch = mkchan(2, 1 << 16);
+    ndc_chan *ch = th_chan(2, 1 << 16);
     th_ok(ndc_send(ch, &v, 0));
     th_ok(ndc_send(ch, &v, 0));
     cr_assert(memcmp(&v, &v_before, sizeof v) == 0, "ndc_send modified its input array");
@@ -679,7 +650,7 @@ ParameterizedTest(struct view_param *p, chan, send_views, .timeout = 10)
 
 Test(chan, recv_too_small_keeps_array, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     int64_t shape[] = { 4, 4 };
     send_filled(ch, NDC_F64, 2, shape, 9, 900);
     int64_t shape2[] = { 3 };
@@ -734,7 +705,7 @@ Test(chan, recv_too_small_keeps_array, .timeout = 10)
 
 Test(chan, recv_too_small_then_acquire, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     int64_t shape[] = { 2, 3, 5 };
     send_filled(ch, NDC_U16, 3, shape, 21, 2100);
     send_filled(ch, NDC_U16, 3, shape, 22, 2200);
@@ -762,7 +733,7 @@ Test(chan, recv_too_small_then_acquire, .timeout = 10)
 
 Test(chan, too_big_before_anything, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct ndc_stat st0 = getstat(ch);
     int64_t big[] = { 513 };   /* 4104 bytes of float64 */
     double *buf = calloc(513, sizeof *buf);
@@ -812,7 +783,7 @@ Test(chan, too_big_before_anything, .timeout = 10)
 
 Test(chan, largest_that_fits, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     int64_t s1[] = { 4096 };
     send_filled(ch, NDC_U8, 1, s1, 1, 41);
     expect_filled(ch, NDC_U8, 1, s1, 1, 41, 0);
@@ -833,7 +804,7 @@ Test(chan, largest_that_fits, .timeout = 10)
     ndc_free(ch);
 
     /* A slot_bytes that is not a page multiple is honoured to the byte. */
-    ch = mkchan(2, 5000);
+    ch = th_chan(2, 5000);
     struct ndc_stat st = getstat(ch);
     cr_assert_eq(st.slot_bytes, 5000, "slot_bytes %llu, want 5000",
                  (unsigned long long)st.slot_bytes);
@@ -849,7 +820,7 @@ Test(chan, largest_that_fits, .timeout = 10)
 
 Test(chan, commit_may_shrink_not_grow, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct ndc_array a;
     memset(&a, 0, sizeof a);
     a.dtype = NDC_F64;
@@ -879,7 +850,7 @@ Test(chan, commit_may_shrink_not_grow, .timeout = 10)
 
 Test(chan, timeout_zero_is_eagain, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct ndc_array r;
     unsigned char buf[64];
     poison(&r);
@@ -912,7 +883,7 @@ Test(chan, timeout_zero_is_eagain, .timeout = 10)
 
 Test(chan, short_timeout_expires, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(1, 4096);
+    ndc_chan *ch = th_chan(1, 4096);
     const int64_t tmo[] = { 1 * MS, 20 * MS, 150 * MS };
     for (int i = 0; i < 3; i++) {
         struct ndc_array r;
@@ -1011,7 +982,7 @@ static void start_waiter(pthread_t *t, struct waiter *w, ndc_chan *ch, int op)
 
 Test(chan, waiters_counted_and_woken, .timeout = 15)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     pthread_t t1, t2;
     struct waiter w1, w2;
     start_waiter(&t1, &w1, ch, 0);
@@ -1064,7 +1035,7 @@ Test(chan, waiters_counted_and_woken, .timeout = 15)
 
 Test(chan, close_drains_then_epipe, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     int64_t s[] = { 6, 2 };
     for (int i = 0; i < 3; i++)
         send_filled(ch, NDC_I64, 2, s, (uint64_t)i, 70 + (uint64_t)i);
@@ -1108,7 +1079,7 @@ Test(chan, close_drains_then_epipe, .timeout = 10)
 
 Test(chan, close_wakes_waiters, .timeout = 15)
 {
-    ndc_chan *ch = mkchan(1, 4096);
+    ndc_chan *ch = th_chan(1, 4096);
     pthread_t t[3];
     struct waiter w[3];
     start_waiter(&t[0], &w[0], ch, 0);
@@ -1125,7 +1096,7 @@ Test(chan, close_wakes_waiters, .timeout = 15)
     ndc_free(ch);
 
     /* A sender asleep on a full channel is woken with -EPIPE too. */
-    ch = mkchan(1, 4096);
+    ch = th_chan(1, 4096);
     int64_t s[] = { 1 };
     send_filled(ch, NDC_U8, 1, s, 0, 0);
     start_waiter(&t[2], &w[2], ch, 1);
@@ -1144,7 +1115,7 @@ Test(chan, close_wakes_waiters, .timeout = 15)
 
 Test(chan, commit_after_close, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     int64_t s[] = { 4 };
     send_filled(ch, NDC_U32, 1, s, 1, 11);
     struct ndc_array a;
@@ -1173,7 +1144,7 @@ Test(chan, commit_after_close, .timeout = 10)
 
 Test(chan, stat_counters, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(3, 4096);
+    ndc_chan *ch = th_chan(3, 4096);
     struct ndc_stat st = getstat(ch);
     cr_assert_eq(st.slots, 3);
     cr_assert_eq(st.slot_bytes, 4096);
@@ -1285,7 +1256,7 @@ Test(chan, rdonly_named, .timeout = 15)
 
 Test(chan, rdonly_fd, .timeout = 15)
 {
-    ndc_chan *rw = mkchan(2, 4096), *ro = NULL;
+    ndc_chan *rw = th_chan(2, 4096), *ro = NULL;
     th_ok(ndc_open_fd(&ro, ndc_fd(rw), NDC_RDONLY));
     check_rdonly(rw, ro);
     ndc_free(ro);
@@ -1296,7 +1267,7 @@ Test(chan, rdonly_fd, .timeout = 15)
 
 Test(chan, empty_and_scalar, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     /* Zero-size, copy path. */
     int64_t z[] = { 0, 3 };
     float fdummy[1] = { 0 };
@@ -1377,7 +1348,7 @@ Test(chan, empty_and_scalar, .timeout = 10)
 
 Test(chan, release_not_a_loan, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct ndc_array r;
     memset(&r, 0, sizeof r);
     th_expect(ndc_release(ch, &r), -EINVAL);
@@ -1408,7 +1379,7 @@ Test(chan, release_not_a_loan, .timeout = 10)
 
 Test(chan, commit_not_reserved, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     unsigned char local[64];
     int64_t s[] = { 8 };
     struct ndc_array a = mkarr(NDC_U8, 1, s, local, 0);
@@ -1455,7 +1426,7 @@ Test(chan, commit_not_reserved, .timeout = 10)
 
 Test(chan, invalid_headers_rejected, .timeout = 10)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     unsigned char local[64] = { 0 };
     struct ndc_array a;
     struct {
@@ -1492,10 +1463,10 @@ Test(chan, invalid_headers_rejected, .timeout = 10)
 
 Test(chan, huge_channel_is_cheap, .timeout = 20)
 {
-    long rss0 = status_kb("VmRSS");
+    long rss0 = th_proc_kb("/proc/self/status", "VmRSS");
     cr_assert_gt(rss0, 0, "cannot read VmRSS");
-    ndc_chan *ch = mkchan(8, 1ull << 30);
-    long rss1 = status_kb("VmRSS");
+    ndc_chan *ch = th_chan(8, 1ull << 30);
+    long rss1 = th_proc_kb("/proc/self/status", "VmRSS");
     struct stat sb;
     cr_assert_eq(fstat(ndc_fd(ch), &sb), 0);
     cr_assert_geq((uint64_t)sb.st_size, 8ull << 30, "segment of %lld bytes cannot hold 8 GiB",
@@ -1508,7 +1479,7 @@ Test(chan, huge_channel_is_cheap, .timeout = 20)
     int64_t s[] = { 1000 };
     send_filled(ch, NDC_F64, 1, s, 1, 1);
     expect_filled(ch, NDC_F64, 1, s, 1, 1, 0);
-    long rss2 = status_kb("VmRSS");
+    long rss2 = th_proc_kb("/proc/self/status", "VmRSS");
     cr_assert_lt(rss2 - rss0, 48 * 1024, "RSS grew by %ld KiB after one small array",
                  rss2 - rss0);
     cr_assert_eq(fstat(ndc_fd(ch), &sb), 0);
@@ -1632,7 +1603,7 @@ static void *mt_recv(void *p)
 
 Test(chan, threads_mpmc_exactly_once, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     static struct mt s[MT_SENDERS], r[MT_RECEIVERS];
     pthread_t ts[MT_SENDERS], tr[MT_RECEIVERS];
     for (int i = 0; i < MT_RECEIVERS; i++) {

@@ -92,17 +92,6 @@ static int parse_dict(int major, const char *dict, struct ndc__npy_header *h)
     return ndc__npy_parse(buf, n, h);
 }
 
-static ndc_chan *mkchan(uint32_t slots, uint64_t slot_bytes)
-{
-    struct ndc_chan_opts o;
-    memset(&o, 0, sizeof o);
-    o.slots = slots;
-    o.slot_bytes = slot_bytes;
-    ndc_chan *ch = NULL;
-    th_ok(ndc_create(&ch, NULL, &o));
-    return ch;
-}
-
 /* ---- the parser ---------------------------------------------------------- */
 
 Test(npy_parse, every_version)
@@ -300,7 +289,7 @@ TestSuite(npy_chan, .init = mktmp, .fini = rmtmp, .timeout = 60);
 
 Test(npy_chan, write_read_c_fortran_bigendian)
 {
-    ndc_chan *ch = mkchan(4, 1 << 20);
+    ndc_chan *ch = th_chan(4, 1 << 20);
     /* C order, through ndc_npy_write */
     double d[12];
     for (int i = 0; i < 12; i++)
@@ -397,7 +386,7 @@ Test(npy_chan, write_read_c_fortran_bigendian)
 
 Test(npy_chan, rejections_take_no_slot)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     uint8_t file[8192];
     double p[8] = { 0 };
     size_t n = make_npy(file, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (8,), }", p, 64);
@@ -492,7 +481,7 @@ static void load_and_drain(int nfiles, int64_t len, uint32_t slots, uint32_t dep
     for (int i = 0; i < nfiles; i++) {
         char p[600];
         snprintf(p, sizeof p, "%s/%012d.npy", out, i);
-        ndc_chan *c2 = mkchan(1, (uint64_t)len * 4);
+        ndc_chan *c2 = th_chan(1, (uint64_t)len * 4);
         th_ok(ndc_npy_read(c2, p, 0, 0));
         struct ndc_array a;
         th_ok(ndc_acquire(c2, &a, 0));
@@ -525,7 +514,7 @@ Test(npy_chan, load_many_chunks)
 
 Test(npy_chan, read_timeout_when_full)
 {
-    ndc_chan *ch = mkchan(1, 1 << 20);
+    ndc_chan *ch = th_chan(1, 1 << 20);
     const char **p = make_series(2, 100, NDC_I32);
     th_ok(ndc_npy_read(ch, p[0], 0, 0));
     th_expect(ndc_npy_read(ch, p[1], 0, 0), -EAGAIN);
@@ -578,7 +567,7 @@ Test(npy_chan, memlock_refuses_registration)
 
 Test(npy_chan, drain_to_missing_dir)
 {
-    ndc_chan *ch = mkchan(1, 4096);
+    ndc_chan *ch = th_chan(1, 4096);
     th_expect(ndc_npy_drain(ch, tpath("nope"), NULL), -ENOENT);
     th_ok(ndc_close(ch));
     th_expect(ndc_npy_drain(ch, tmpdir, NULL), 0);
@@ -651,7 +640,7 @@ Test(npy_numpy, round_trip_every_dtype_and_order, .init = mktmp, .fini = rmtmp, 
     snprintf(out, sizeof out, "%s/out", tmpdir);
     cr_assert_eq(mkdir(out, 0755), 0);
 
-    ndc_chan *ch = mkchan(2, 1 << 20);
+    ndc_chan *ch = th_chan(2, 1 << 20);
     FILE *list = fopen(tpath("list"), "r");
     cr_assert_not_null(list);
     char name[128];
@@ -686,7 +675,7 @@ Test(npy_chan, load_stops_at_first_bad_file, .init = mktmp, .fini = rmtmp, .time
 {
     const char **p = make_series(5, 1000, NDC_I32);
     write_file(p[2], "garbage", 7);
-    ndc_chan *ch = mkchan(8, 1 << 20);
+    ndc_chan *ch = th_chan(8, 1 << 20);
     struct ndc_npy_opts o = { .queue_depth = 4 };
     th_expect(ndc_npy_load(ch, p, 5, &o), -EBADMSG);
     cr_assert(strstr(ndc_last_error(), "s002.npy"), "detail: %s", ndc_last_error());

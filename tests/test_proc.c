@@ -64,25 +64,6 @@ static int wait_flag(_Atomic int *f, int want, int ms)
     return 0;
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-static ndc_chan *mkchan(uint32_t slots, uint64_t slot_bytes)
-{
-    struct ndc_chan_opts o;
-    memset(&o, 0, sizeof o);
-    o.slots = slots;
-    o.slot_bytes = slot_bytes;
-    ndc_chan *ch = NULL;
-    th_ok(ndc_create(&ch, NULL, &o));
-    return ch;
-}
-
 static struct ndc_stat getstat(const ndc_chan *ch)
 {
     struct ndc_stat st;
@@ -106,40 +87,6 @@ static uint32_t poll_stat(const ndc_chan *ch, size_t off, uint32_t want)
     }
 }
 #define POLL_STAT(ch, field, want) poll_stat((ch), offsetof(struct ndc_stat, field), (want))
-
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long v = -1;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
-            v = strtol(line + kl + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
-static long meminfo_kb(const char *key)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long v = -1;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
-            v = strtol(line + kl + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
 
 /* Where p lives: the offset in the mapped file and its inode, from
  * /proc/self/maps. Public-API only: no need to know the library's layout. */
@@ -173,7 +120,7 @@ static int file_offset_of(const void *p, uint64_t *off, uint64_t *ino)
  * tag i; content th_fill(seed 7000 + i). */
 static void stream_header(uint64_t i, struct ndc_array *a)
 {
-    uint64_t r = mix64(i * 0x1234567ull + 99);
+    uint64_t r = th_mix(i * 0x1234567ull + 99);
     int64_t shape[NDC_MAX_DIMS];
     int ndim = (int)((r >> 8) % 6);
     for (int d = 0; d < ndim; d++)
@@ -279,7 +226,7 @@ static int child_consume(void *p) { return stream_consume(((struct stream_arg *)
 
 Test(proc, stream_child_to_parent, .timeout = 60)
 {
-    struct stream_arg arg = { mkchan(4, STREAM_SLOT) };
+    struct stream_arg arg = { th_chan(4, STREAM_SLOT) };
     pid_t pid = th_fork(child_produce, &arg);
     cr_assert_gt(pid, 0);
     int rc = stream_consume(arg.ch, STREAM_N);
@@ -297,7 +244,7 @@ Test(proc, stream_child_to_parent, .timeout = 60)
 
 Test(proc, stream_parent_to_child, .timeout = 60)
 {
-    struct stream_arg arg = { mkchan(3, STREAM_SLOT) };
+    struct stream_arg arg = { th_chan(3, STREAM_SLOT) };
     pid_t pid = th_fork(child_consume, &arg);
     cr_assert_gt(pid, 0);
     int rc = stream_produce(arg.ch, STREAM_N);
@@ -395,7 +342,7 @@ static int mp_receiver(void *p)
 
 Test(proc, senders_x_receivers_exactly_once, .timeout = 90)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     struct mp_shared *sh = shared_alloc(sizeof *sh);
     struct mp_arg args[MP_S + MP_R];
     pid_t pids[MP_S + MP_R];
@@ -514,7 +461,7 @@ static int inh_child(void *p)
 
 Test(proc, inherited_handle_counts_as_process, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     cr_assert_eq(getstat(ch).attached, 1);
     struct sync_shared *sh = shared_alloc(sizeof *sh);
     struct inh_arg arg = { ch, sh, 1 };
@@ -548,7 +495,7 @@ Test(proc, inherited_handle_counts_as_process, .timeout = 30)
 
 Test(proc, attached_drops_when_child_exits, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct sync_shared *sh = shared_alloc(sizeof *sh);
     struct inh_arg arg = { ch, sh, 0 };
     pid_t pid = th_fork(inh_child, &arg);
@@ -658,7 +605,7 @@ static int fd_child_inherited(void *p)
 
 Test(proc, fd_inherited_across_fork, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct name_arg arg;
     memset(&arg, 0, sizeof arg);
     arg.fd = ndc_fd(ch);
@@ -702,7 +649,7 @@ Test(proc, fd_passed_with_scm_rights, .timeout = 30)
     arg.sock = sv[1];
     /* Fork first: the child inherits nothing of the channel. */
     pid_t pid = th_fork(fd_child_scm, &arg);
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     int fd = ndc_fd(ch);
     char byte = 'x';
     union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } u;
@@ -733,7 +680,7 @@ Test(proc, fd_passed_with_scm_rights, .timeout = 30)
 
 static uint64_t page_word(uint64_t page)
 {
-    return mix64(page ^ 0xabcdef1234ull);
+    return th_mix(page ^ 0xabcdef1234ull);
 }
 
 struct big_arg { ndc_chan *ch; struct sync_shared *sh; };
@@ -766,14 +713,14 @@ static int big_child(void *p)
 
 Test(proc, one_gib_zero_copy, .timeout = 60)
 {
-    long avail = meminfo_kb("MemAvailable");
+    long avail = th_proc_kb("/proc/meminfo", "MemAvailable");
     if (avail >= 0 && avail < 3L * 1024 * 1024)
         cr_skip_test("%ld KiB available, need 3 GiB", avail);
-    ndc_chan *ch = mkchan(1, GIB);
+    ndc_chan *ch = th_chan(1, GIB);
     struct sync_shared *sh = shared_alloc(sizeof *sh);
     struct big_arg arg = { ch, sh };
     pid_t pid = th_fork(big_child, &arg);
-    long rss0 = status_kb("VmRSS"), anon0 = status_kb("RssAnon");
+    long rss0 = th_proc_kb("/proc/self/status", "VmRSS"), anon0 = th_proc_kb("/proc/self/status", "RssAnon");
     struct ndc_array a;
     int rc = ndc_acquire(ch, &a, 40 * SEC);
     if (rc) {
@@ -803,12 +750,12 @@ Test(proc, one_gib_zero_copy, .timeout = 60)
             bad_page = pg;
     }
     for (uint64_t k = 0; k < 500 && bad_page == UINT64_MAX; k++) {
-        uint64_t pg = mix64(k) % (GIB / PAGE), w = page_word(pg), g;
+        uint64_t pg = th_mix(k) % (GIB / PAGE), w = page_word(pg), g;
         memcpy(&g, d + pg * PAGE, 8);
         if (g != w)
             bad_page = pg;
     }
-    long rss1 = status_kb("VmRSS"), anon1 = status_kb("RssAnon");
+    long rss1 = th_proc_kb("/proc/self/status", "VmRSS"), anon1 = th_proc_kb("/proc/self/status", "RssAnon");
     struct ndc_stat st = getstat(ch);
     int rel = ndc_release(ch, &a);
     atomic_store(&sh->go, 1);
@@ -869,7 +816,7 @@ static int intr_child(void *p)
 
 static void interrupt_case(int sender)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     if (sender) {
         int64_t s[] = { 1 };
         struct ndc_array a;
@@ -931,7 +878,7 @@ static int bp_child(void *p)
 
 Test(proc, full_channel_blocks_sender, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct sync_shared *sh = shared_alloc(sizeof *sh);
     struct bp_arg arg = { ch, sh };
     pid_t pid = th_fork(bp_child, &arg);
@@ -987,7 +934,7 @@ static int eos_child(void *p)
 Test(proc, end_of_stream_across_processes, .timeout = 30)
 {
     /* The child closes while the parent waits. */
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct sync_shared *sh = shared_alloc(sizeof *sh);
     struct eos_arg arg = { ch, sh, 1 };
     pid_t pid = th_fork(eos_child, &arg);
@@ -1003,7 +950,7 @@ Test(proc, end_of_stream_across_processes, .timeout = 30)
     ndc_free(ch);
 
     /* The parent closes while the child waits. */
-    ch = mkchan(2, 4096);
+    ch = th_chan(2, 4096);
     memset(sh, 0, sizeof *sh);
     arg = (struct eos_arg){ ch, sh, 0 };
     pid = th_fork(eos_child, &arg);
@@ -1066,7 +1013,7 @@ static int dead_receiver(void *p)
 
 Test(proc, sender_killed_receiver_gets_eownerdead, .timeout = 40)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct dead_shared *sh = shared_alloc(sizeof *sh);
     struct dead_arg arg = { ch, sh };
     pid_t ps = th_fork(dead_sender, &arg);
@@ -1128,7 +1075,7 @@ static int blocked_sender(void *p)
 
 Test(proc, receiver_killed_sender_gets_eownerdead, .timeout = 40)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     struct dead_shared *sh = shared_alloc(sizeof *sh);
     struct dead_arg arg = { ch, sh };
     pid_t pr = th_fork(dead_receiver2, &arg);
