@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "ndchan.h"
+#include "progress.h"
 #include "npy.h"
 
 static void usage(void)
@@ -107,39 +108,6 @@ static uint64_t largest(void)
     return max;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static ndc_chan *chan;
-static atomic_int done;
-static double t0;
-
-static void show(int final)
-{
-    struct ndc_stat st;
-    if (ndc_stat(chan, &st) != 0)
-        return;
-    double dt = now() - t0;
-    double mib = (double)st.bytes_sent / (1 << 20);
-    fprintf(stderr, "\r%llu/%zu arrays  %.1f MiB  %.1f MiB/s   %s",
-            (unsigned long long)st.sent, npaths, mib, dt > 0 ? mib / dt : 0.0, final ? "\n" : "");
-}
-
-static void *progress(void *arg)
-{
-    (void)arg;
-    while (!atomic_load(&done)) {
-        show(0);
-        struct timespec ts = { 0, 200 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
-}
-
 int main(int argc, char **argv)
 {
     int create = 0, unlink_name = 0, quiet = 0, c;
@@ -163,6 +131,7 @@ int main(int argc, char **argv)
     for (int i = optind + 1; i < argc; i++)
         add_path(argv[i]);
 
+    ndc_chan *chan;
     int err;
     if (create) {
         struct ndc_chan_opts co;
@@ -177,19 +146,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "ndchan-load: %s: %s (%s)\n", name, ndc_strerror(err), ndc_last_error());
         return 1;
     }
-    pthread_t th;
-    int tty = !quiet && isatty(STDERR_FILENO);
-    t0 = now();
-    if (tty)
-        pthread_create(&th, NULL, progress, NULL);
+    struct progress *prog = progress_start(chan, PROGRESS_SENDING, npaths, quiet);
     int r = ndc_npy_load(chan, (const char *const *)paths, npaths, &o);
     char detail[512];
     snprintf(detail, sizeof detail, "%s", ndc_last_error());
-    if (tty) {
-        atomic_store(&done, 1);
-        pthread_join(th, NULL);
-        show(1);
-    }
+    progress_stop(prog);
     ndc_close(chan);
     if (unlink_name)
         ndc_unlink(name);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ndchan.h"
+#include "progress.h"
 
 static void usage(void)
 {
@@ -29,41 +30,6 @@ static void usage(void)
           "  -u      unlink the channel's name once attached\n"
           "  -q      no progress on a terminal\n", stderr);
     exit(2);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static ndc_chan *chan;
-static atomic_int done;
-static double t0;
-
-/* The channel counts arrays received but bytes only as sent: the bytes shown
- * are the sent bytes scaled by received/sent, exact once the stream ends. */
-static void show(int final)
-{
-    struct ndc_stat st;
-    if (ndc_stat(chan, &st) != 0)
-        return;
-    double dt = now() - t0;
-    double mib = st.sent ? (double)st.bytes_sent * st.received / st.sent / (1 << 20) : 0;
-    fprintf(stderr, "\r%llu arrays  %.1f MiB  %.1f MiB/s   %s", (unsigned long long)st.received,
-            mib, dt > 0 ? mib / dt : 0.0, final ? "\n" : "");
-}
-
-static void *progress(void *arg)
-{
-    (void)arg;
-    while (!atomic_load(&done)) {
-        show(0);
-        struct timespec ts = { 0, 200 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -89,9 +55,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "ndchan-save: %s: %s\n", dir, strerror(errno));
         return 1;
     }
-    double until = now() + wait_s;
+    ndc_chan *chan;
     int err;
-    while ((err = ndc_open(&chan, name, 0)) == -ENOENT && now() < until) {
+    long steps = (long)(wait_s * 50);   /* -w: retry a missing channel every 20 ms */
+    while ((err = ndc_open(&chan, name, 0)) == -ENOENT && steps-- > 0) {
         struct timespec ts = { 0, 20 * 1000 * 1000 };
         nanosleep(&ts, NULL);
     }
@@ -101,19 +68,11 @@ int main(int argc, char **argv)
     }
     if (unlink_name)
         ndc_unlink(name);
-    pthread_t th;
-    int tty = !quiet && isatty(STDERR_FILENO);
-    t0 = now();
-    if (tty)
-        pthread_create(&th, NULL, progress, NULL);
+    struct progress *prog = progress_start(chan, PROGRESS_RECEIVING, 0, quiet);
     int r = ndc_npy_drain(chan, dir, &o);
     char detail[512];
     snprintf(detail, sizeof detail, "%s", ndc_last_error());
-    if (tty) {
-        atomic_store(&done, 1);
-        pthread_join(th, NULL);
-        show(1);
-    }
+    progress_stop(prog);
     ndc_free(chan);
     if (r < 0) {
         fprintf(stderr, "ndchan-save: %s (%s)\n", ndc_strerror(r), detail);
