@@ -1,3 +1,1406 @@
+/*
+ * Faults and hostile input (issue 3): dead peers, a dead or stuck lock
+ * holder, scribbled segments, hostile slot headers, permissions, signals.
+ *
+ * Children never call cr_assert: they print what went wrong on stderr and
+ * exit with a nonzero code (or record it in shared memory), and the test
+ * process asserts on that. Every test that waits has a .timeout.
+ *
+ * What a receiver sees when a peer dies (checked by the kill rounds below,
+ * round by round, from the phase the victim had published when it died):
+ *
+ *   sender killed before its commit (inside ndc_reserve, or between
+ *   ndc_reserve and ndc_commit): the array is never seen by any receiver;
+ *   the RESERVED slot is returned to the free pool by the next sweep (any
+ *   process that sleeps in a wait notices within one 40 ms slice) and reused.
+ *
+ *   sender killed inside ndc_commit / ndc_send: the array is delivered at
+ *   most once, complete, or not at all; never a torn one.
+ *
+ *   sender killed after its commit returned: the array is delivered exactly
+ *   once, like any other.
+ *
+ *   receiver killed while holding loans: the slots go back to the free pool;
+ *   the arrays it held are lost (never delivered again). Killed inside
+ *   ndc_acquire / ndc_recv: at most the one array being taken is lost.
+ *
+ *   every sender dead and the channel empty: a waiting receiver gets
+ *   -EOWNERDEAD (measured: detect_* tests). Every receiver dead and no slot
+ *   free: a waiting sender gets -EOWNERDEAD.
+ *
+ * soak_faults.c includes this file with FAULTS_SOAK set: the same tests with
+ * ten times the rounds (meson test --suite soak).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "ndchan.h"
 #include "helpers.h"
+#include "segment.h"
+#include "lock.h"
+
+#ifndef FAULTS_SOAK
+#define FAULTS_SOAK 0
+#endif
+/* Round counts: the default run stays well under a minute on 2 vCPUs. */
+#define ROUNDS(n) ((n) * (FAULTS_SOAK ? 10 : 1))
+#define TMO(s)    ((s) * (FAULTS_SOAK ? 10 : 1))
+
+#define MS  (1000000LL)
+#define SEC (1000000000LL)
+
+/* A child's check: report and leave with `code`. */
+#define CK(cond, code, ...)                                                                  \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            fprintf(stderr, "[child %d] %s:%d: ", (int)getpid(), __FILE__, __LINE__);        \
+            fprintf(stderr, __VA_ARGS__);                                                    \
+            fprintf(stderr, " (last error: %s)\n", ndc_last_error());                        \
+            return (code);                                                                   \
+        }                                                                                    \
+    } while (0)
+
+/* ---- small tools ---------------------------------------------------------- */
+
+static void *shared_alloc(size_t n)
+{
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(p, MAP_FAILED);
+    memset(p, 0, n);
+    return p;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s += 0x9e3779b97f4a7c15ull;
+    return mix64(*s);
+}
+
+static ndc_chan *mkchan(uint32_t slots, uint64_t slot_bytes)
+{
+    struct ndc_chan_opts o;
+    memset(&o, 0, sizeof o);
+    o.slots = slots;
+    o.slot_bytes = slot_bytes;
+    ndc_chan *ch = NULL;
+    th_ok(ndc_create(&ch, NULL, &o));
+    return ch;
+}
+
+static struct ndc_stat getstat(const ndc_chan *ch)
+{
+    struct ndc_stat st;
+    memset(&st, 0, sizeof st);
+    th_ok(ndc_stat(ch, &st));
+    return st;
+}
+
+/* /proc state letter of pid ('S' asleep, 'R', 'Z', ...), '?' if unknown. */
+static char proc_state(pid_t pid)
+{
+    uint64_t start;
+    char s = '?';
+    if (ndc__proc_stat((int32_t)pid, &start, &s) != 0)
+        return '?';
+    return s;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The segment as this test maps it, to scribble on it. */
+struct seg {
+    unsigned char *base;
+    size_t len;
+    struct ndc__geometry g;
+    struct ndc__ctrl *c;
+    struct ndc__peer *peers;
+    struct ndc__slot *slots;
+    uint16_t *free_idx, *ready_idx;
+};
+
+static void seg_map(struct seg *s, const ndc_chan *ch)
+{
+    int fd = ndc_fd(ch);
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    void *head = mmap(NULL, sizeof(struct ndc__ctrl), PROT_READ, MAP_SHARED, fd, 0);
+    cr_assert_neq(head, MAP_FAILED);
+    const struct ndc__ctrl *h = head;
+    cr_assert_eq(ndc__geometry(&s->g, h->nslots, h->slot_bytes, h->flags), 0);
+    munmap(head, sizeof(struct ndc__ctrl));
+    s->len = s->g.total_size;
+    s->base = mmap(NULL, s->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    cr_assert_neq(s->base, MAP_FAILED);
+    s->c = (struct ndc__ctrl *)s->base;
+    s->peers = (struct ndc__peer *)(s->base + s->g.peers_off);
+    s->slots = (struct ndc__slot *)(s->base + s->g.table_off);
+    s->free_idx = s->c->idx;
+    s->ready_idx = s->c->idx + s->g.nslots;
+}
+
+static void seg_unmap(struct seg *s)
+{
+    munmap(s->base, s->len);
+}
+
+/* The slot holding the array of send order `seq` (READY), or -1. */
+static int ready_slot_of_seq(struct seg *s, uint64_t seq)
+{
+    for (uint32_t i = 0; i < s->g.nslots; i++)
+        if (NDC__STATE(atomic_load(&s->slots[i].state)) == NDC__READY && s->slots[i].seq == seq)
+            return (int)i;
+    return -1;
+}
+
+/* A pid that names nobody: a child that has exited and been reaped. */
+static pid_t dead_pid(void)
+{
+    pid_t p = fork();
+    if (p == 0)
+        _exit(0);
+    cr_assert_gt(p, 0);
+    int st;
+    cr_assert_eq(waitpid(p, &st, 0), p);
+    return p;
+}
+
+/* ---- arrays derived from their tag ---------------------------------------- */
+
+/* Every array's dtype, shape and payload are functions of its tag, so a
+ * receiver can tell a torn or mislabelled array from a good one. */
+static const enum ndc_dtype kdt[] = { NDC_U8, NDC_I16, NDC_F32, NDC_F64, NDC_C128, NDC_BOOL };
+
+static void tag_array(uint64_t tag, uint64_t slot_bytes, struct ndc_array *a, void *data)
+{
+    uint64_t h = mix64(tag ^ 0x5eedull);
+    enum ndc_dtype dt = kdt[h % (sizeof kdt / sizeof kdt[0])];
+    uint64_t item = ndc_dtype_size(dt), maxn = slot_bytes / item;
+    int ndim = (int)((h >> 8) % 4);
+    int64_t shape[3] = { 1, 1, 1 };
+    if (ndim == 1) {
+        shape[0] = (int64_t)((h >> 16) % (maxn + 1));
+    } else if (ndim == 2) {
+        shape[0] = 1 + (int64_t)((h >> 16) % 8);
+        shape[1] = (int64_t)((h >> 24) % (maxn / (uint64_t)shape[0] + 1));
+    } else if (ndim == 3) {
+        shape[0] = 1 + (int64_t)((h >> 16) % 4);
+        shape[1] = 1 + (int64_t)((h >> 20) % 4);
+        shape[2] = (int64_t)((h >> 24) % (maxn / (uint64_t)(shape[0] * shape[1]) + 1));
+    }
+    ndc_array_init(a, dt, ndim, shape, data);
+    a->tag = tag;
+}
+
+/* 0 if `a` is the array of its tag, complete; else a message in err. */
+static int tag_check(const struct ndc_array *a, uint64_t slot_bytes, char *err, size_t cap)
+{
+    struct ndc_array want;
+    tag_array(a->tag, slot_bytes, &want, NULL);
+    if (a->dtype != want.dtype || a->ndim != want.ndim ||
+        memcmp(a->shape, want.shape, sizeof(int64_t) * (size_t)want.ndim) != 0) {
+        snprintf(err, cap, "tag %#llx: header dtype %d ndim %d, want dtype %d ndim %d",
+                 (unsigned long long)a->tag, a->dtype, a->ndim, want.dtype, want.ndim);
+        return -1;
+    }
+    size_t n = ndc_array_nbytes(&want);
+    if (!th_check(a->data, n, a->tag)) {
+        snprintf(err, cap, "tag %#llx: payload of %zu bytes torn", (unsigned long long)a->tag, n);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- kill rounds ------------------------------------------------------------ */
+
+enum { PH_START = 0, PH_IDLE, PH_IN_RESERVE, PH_RESERVED, PH_IN_COMMIT, PH_IN_SEND,
+       PH_IN_ACQUIRE, PH_IN_ACQUIRE2, PH_HOLDING, PH_RELEASING, PH_IN_RECV, PH_DONE, PH_N };
+static const char *const ph_name[PH_N] = {
+    "start", "idle", "in ndc_reserve", "between reserve and commit", "in ndc_commit",
+    "in ndc_send", "in ndc_acquire", "in a 2nd ndc_acquire", "holding loans", "releasing",
+    "in ndc_recv", "done" };
+
+#define KMAXC 4          /* children per round */
+#define KMAX  16384      /* arrays per sender per round */
+#define CALL_TMO (5 * SEC)
+
+struct kchild {
+    _Atomic int phase;
+    _Atomic int dwell;          /* stop in this phase until killed (0: never) */
+    _Atomic int calls;          /* calls begun */
+    _Atomic uint64_t inflight;  /* the tag being sent, or last taken */
+    _Atomic uint64_t committed; /* sender: commits that returned 0 */
+    _Atomic uint64_t taken;     /* receiver: arrays received */
+    _Atomic int ended, end_rc;  /* how the loop ended */
+    char err[200];
+};
+
+struct kshared {
+    _Atomic int stop, pause_send, pause_recv;
+    struct kchild c[KMAXC];
+    _Atomic uint8_t seen[2][KMAX];   /* deliveries per (sender, counter) */
+    _Atomic int bad;                  /* torn or unknown arrays seen */
+    char bad_msg[200];
+};
+
+struct karg {
+    ndc_chan *ch;
+    struct kshared *sh;
+    int idx, sid;                     /* child index; sender id (0, 1) */
+    uint64_t slot_bytes;
+};
+
+/* A child must not outlive a test that failed (it would hold the log pipe). */
+static void die_with_parent(void)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static void k_dwell(struct kchild *me, int ph)
+{
+    if (atomic_load(&me->dwell) != ph)
+        return;
+    int64_t end = th_now_ns() + 10 * SEC;   /* the parent kills us long before */
+    while (th_now_ns() < end)
+        usleep(100);
+}
+
+static void k_bad(struct kshared *sh, const char *msg)
+{
+    if (atomic_fetch_add(&sh->bad, 1) == 0)
+        snprintf(sh->bad_msg, sizeof sh->bad_msg, "%s", msg);
+}
+
+static void k_record(struct kshared *sh, const struct ndc_array *a, uint64_t slot_bytes)
+{
+    uint64_t s = (a->tag >> 32) - 1, k = a->tag & 0xffffffffu;
+    char msg[200];
+    if (s > 1 || k >= KMAX) {
+        snprintf(msg, sizeof msg, "unknown tag %#llx", (unsigned long long)a->tag);
+        k_bad(sh, msg);
+        return;
+    }
+    atomic_fetch_add(&sh->seen[s][k], 1);
+    if (tag_check(a, slot_bytes, msg, sizeof msg))
+        k_bad(sh, msg);
+}
+
+static int k_sender(void *p)
+{
+    struct karg *k = p;
+    struct kchild *me = &k->sh->c[k->idx];
+    die_with_parent();
+    unsigned char *buf = malloc(k->slot_bytes + 1);
+    CK(buf, 101, "malloc");
+    int r = 0;
+    for (uint64_t i = 0; i < KMAX; i++) {
+        while (atomic_load(&k->sh->pause_send) && !atomic_load(&k->sh->stop))
+            usleep(200);
+        if (atomic_load(&k->sh->stop))
+            break;
+        uint64_t tag = ((uint64_t)(k->sid + 1) << 32) | i;
+        struct ndc_array a;
+        atomic_store(&me->inflight, tag);
+        atomic_fetch_add(&me->calls, 1);
+        if (atomic_load(&me->dwell) == PH_RESERVED || (mix64(tag) >> 63)) {
+            tag_array(tag, k->slot_bytes, &a, NULL);
+            atomic_store(&me->phase, PH_IN_RESERVE);
+            r = ndc_reserve(k->ch, &a, CALL_TMO);
+            if (r)
+                break;
+            atomic_store(&me->phase, PH_RESERVED);
+            k_dwell(me, PH_RESERVED);
+            th_fill(a.data, ndc_array_nbytes(&a), tag);
+            atomic_store(&me->phase, PH_IN_COMMIT);
+            r = ndc_commit(k->ch, &a);
+            CK(r == 0, 102, "commit: %s", ndc_strerror(r));
+        } else {
+            tag_array(tag, k->slot_bytes, &a, buf);
+            th_fill(buf, ndc_array_nbytes(&a), tag);
+            atomic_store(&me->phase, PH_IN_SEND);
+            r = ndc_send(k->ch, &a, CALL_TMO);
+            if (r)
+                break;
+        }
+        atomic_store(&me->committed, i + 1);
+        atomic_store(&me->phase, PH_IDLE);
+    }
+    atomic_store(&me->phase, PH_DONE);
+    atomic_store(&me->end_rc, r);
+    atomic_store(&me->ended, 1);
+    if (r != 0 && r != -EOWNERDEAD) {
+        snprintf(me->err, sizeof me->err, "sender %d: %s (%s)", k->sid, ndc_strerror(r), ndc_last_error());
+        fprintf(stderr, "%s\n", me->err);
+        return 103;
+    }
+    while (!atomic_load(&k->sh->stop))   /* KMAX reached, or -EOWNERDEAD: stay attached */
+        usleep(500);
+    ndc_free(k->ch);
+    free(buf);
+    return 0;
+}
+
+static int k_receiver(void *p)
+{
+    struct karg *k = p;
+    struct kchild *me = &k->sh->c[k->idx];
+    die_with_parent();
+    unsigned char *buf = malloc(k->slot_bytes + 1);
+    CK(buf, 111, "malloc");
+    int r = 0;
+    for (uint64_t n = 0;; n++) {
+        while (atomic_load(&k->sh->pause_recv) && !atomic_load(&k->sh->stop))
+            usleep(200);
+        uint64_t h = mix64(n ^ ((uint64_t)k->idx << 40) ^ (uint64_t)getpid());
+        int mode = atomic_load(&me->dwell) == PH_HOLDING ? 1 : (int)(h % 3);
+        struct ndc_array a, b;
+        atomic_fetch_add(&me->calls, 1);
+        if (mode == 2) {
+            a.data = buf;
+            atomic_store(&me->phase, PH_IN_RECV);
+            r = ndc_recv(k->ch, &a, k->slot_bytes, CALL_TMO);
+            if (r)
+                break;
+            atomic_store(&me->inflight, a.tag);
+            k_record(k->sh, &a, k->slot_bytes);
+            atomic_fetch_add(&me->taken, 1);
+            atomic_store(&me->phase, PH_IDLE);
+            continue;
+        }
+        atomic_store(&me->phase, PH_IN_ACQUIRE);
+        r = ndc_acquire(k->ch, &a, CALL_TMO);
+        if (r)
+            break;
+        atomic_store(&me->inflight, a.tag);
+        k_record(k->sh, &a, k->slot_bytes);
+        atomic_fetch_add(&me->taken, 1);
+        int two = 0;
+        if (mode == 1) {
+            /* a second loan if one is there: a process may hold several */
+            atomic_store(&me->phase, PH_IN_ACQUIRE2);
+            int r2 = ndc_acquire(k->ch, &b, 0);
+            CK(r2 == 0 || r2 == -EAGAIN || r2 == -EOWNERDEAD, 112, "2nd acquire: %d (%s)", r2,
+               ndc_strerror(r2));
+            if (r2 == 0) {
+                two = 1;
+                k_record(k->sh, &b, k->slot_bytes);
+                atomic_fetch_add(&me->taken, 1);
+            }
+        }
+        atomic_store(&me->phase, PH_HOLDING);
+        k_dwell(me, PH_HOLDING);
+        if ((h >> 8) % 4 == 0)
+            usleep((useconds_t)((h >> 16) % 300));   /* a slow receiver now and then */
+        atomic_store(&me->phase, PH_RELEASING);
+        if (two && (h >> 30) % 2) {
+            CK(ndc_release(k->ch, &b) == 0, 113, "release b");
+            two = 0;
+        }
+        CK(ndc_release(k->ch, &a) == 0, 114, "release a");
+        if (two)
+            CK(ndc_release(k->ch, &b) == 0, 115, "release b");
+        atomic_store(&me->phase, PH_IDLE);
+    }
+    atomic_store(&me->phase, PH_DONE);
+    atomic_store(&me->end_rc, r);
+    atomic_store(&me->ended, 1);
+    free(buf);
+    if (r != -EOWNERDEAD) {
+        snprintf(me->err, sizeof me->err, "receiver %d: %s (%s)", k->idx, ndc_strerror(r), ndc_last_error());
+        fprintf(stderr, "%s\n", me->err);
+        return 116;
+    }
+    ndc_free(k->ch);
+    return 0;
+}
+
+enum { T_RESERVED, T_HOLDING, T_ASLEEP_FULL, T_ASLEEP_EMPTY, T_RANDOM, T_N };
+static const char *const t_name[T_N] = { "sender between reserve and commit", "receiver holding loans",
+                                         "sender asleep on a full channel",
+                                         "receiver asleep on an empty channel", "anyone at a random moment" };
+
+struct ktally {
+    int rounds, at_phase[PH_N], lost, lazy, all_senders_dead, all_receivers_dead;
+    int64_t round_ns_max;
+};
+
+/* Wait until pred(sh, arg) holds, up to ms; 0 or -1. */
+static int k_wait(int (*pred)(struct kshared *, int), struct kshared *sh, int arg, int ms)
+{
+    int64_t end = th_now_ns() + (int64_t)ms * MS;
+    while (!pred(sh, arg)) {
+        if (th_now_ns() > end)
+            return -1;
+        usleep(100);
+    }
+    return 0;
+}
+
+static int all_started(struct kshared *sh, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (atomic_load(&sh->c[i].calls) < 2 && !atomic_load(&sh->c[i].ended))
+            return 0;
+    return 1;
+}
+static int in_phase(struct kshared *sh, int v)
+{
+    return atomic_load(&sh->c[v].phase) == atomic_load(&sh->c[v].dwell);
+}
+
+static pid_t k_pids[KMAXC];
+static int asleep_in(struct kshared *sh, int v)
+{
+    int ph = atomic_load(&sh->c[v].phase);
+    int waiting = ph == PH_IN_RESERVE || ph == PH_IN_SEND || ph == PH_IN_ACQUIRE || ph == PH_IN_RECV;
+    return waiting && proc_state(k_pids[v]) == 'S';
+}
+
+static uint64_t k_sum(struct kshared *sh, int from, int to, int taken)
+{
+    uint64_t s = 0;
+    for (int i = from; i < to; i++)
+        s += taken ? atomic_load(&sh->c[i].taken) : atomic_load(&sh->c[i].committed);
+    return s;
+}
+
+/* One round: senders [0, ns), receivers [ns, ns + nr) on a fresh channel;
+ * one victim is SIGKILLed; then every invariant is checked. */
+static void kill_round(uint64_t seed, int target, struct ktally *t)
+{
+    int64_t t0 = th_now_ns();
+    uint64_t rs = seed;
+    int ns = 1 + (int)(rnd(&rs) % 2), nr = 1 + (int)(rnd(&rs) % 2);
+    uint32_t slots = 1 + (uint32_t)(rnd(&rs) % 4);
+    static const uint64_t sizes[] = { 64, 1024, 4096, 16384 };
+    uint64_t slot_bytes = sizes[rnd(&rs) % 4];
+    int victim;
+    switch (target) {
+    case T_RESERVED: case T_ASLEEP_FULL: victim = (int)(rnd(&rs) % (uint64_t)ns); break;
+    case T_HOLDING: case T_ASLEEP_EMPTY: victim = ns + (int)(rnd(&rs) % (uint64_t)nr); break;
+    default: victim = (int)(rnd(&rs) % (uint64_t)(ns + nr)); break;
+    }
+    int victim_sends = victim < ns;
+    char what[160];
+    snprintf(what, sizeof what, "round seed %#llx (%d senders, %d receivers, %u slots of %llu B, victim %s %d, %s)",
+             (unsigned long long)seed, ns, nr, slots, (unsigned long long)slot_bytes,
+             victim_sends ? "sender" : "receiver", victim, t_name[target]);
+
+    ndc_chan *ch = mkchan(slots, slot_bytes);
+    static struct kshared *sh;
+    if (!sh)
+        sh = shared_alloc(sizeof *sh);
+    memset(sh, 0, sizeof *sh);
+    struct karg args[KMAXC];
+    for (int i = 0; i < ns + nr; i++) {
+        args[i] = (struct karg){ ch, sh, i, i < ns ? i : -1, slot_bytes };
+        k_pids[i] = th_fork(i < ns ? k_sender : k_receiver, &args[i]);
+        cr_assert_gt(k_pids[i], 0);
+    }
+    /* every child has joined and published its role (its first call returned) */
+    int ok = k_wait(all_started, sh, ns + nr, 10000);
+    for (int i = 0; i < ns + nr; i++)
+        cr_assert(!atomic_load(&sh->c[i].ended), "%s: child %d ended early: %s", what, i, sh->c[i].err);
+    cr_assert_eq(ok, 0, "%s: children did not start", what);
+    switch (target) {
+    case T_RESERVED:
+        atomic_store(&sh->c[victim].dwell, PH_RESERVED);
+        ok = k_wait(in_phase, sh, victim, 10000);
+        break;
+    case T_HOLDING:
+        atomic_store(&sh->c[victim].dwell, PH_HOLDING);
+        ok = k_wait(in_phase, sh, victim, 10000);
+        break;
+    case T_ASLEEP_FULL: case T_ASLEEP_EMPTY:
+        /* the other side pauses; the victim ends up asleep in the kernel */
+        atomic_store(target == T_ASLEEP_FULL ? &sh->pause_recv : &sh->pause_send, 1);
+        for (int64_t end = th_now_ns() + 10 * SEC;;) {
+            ok = k_wait(asleep_in, sh, victim, 10000);
+            usleep(2000);
+            if (ok || asleep_in(sh, victim) || th_now_ns() > end)
+                break;
+        }
+        ok |= !asleep_in(sh, victim);
+        break;
+    default:
+        usleep((useconds_t)(rnd(&rs) % 3000));
+        break;
+    }
+    kill(k_pids[victim], SIGKILL);
+    int vst;
+    cr_assert_eq(waitpid(k_pids[victim], &vst, 0), k_pids[victim]);
+    int vph = atomic_load(&sh->c[victim].phase);
+    uint64_t vtag = atomic_load(&sh->c[victim].inflight);
+    atomic_store(&sh->pause_recv, 0);
+    atomic_store(&sh->pause_send, 0);
+    cr_assert(WIFSIGNALED(vst) && WTERMSIG(vst) == SIGKILL, "%s: the victim ended by itself (status %#x): %s",
+              what, vst, sh->c[victim].err);
+    cr_assert_eq(ok, 0, "%s: the victim never reached the phase to kill it in (phase %s)", what,
+                 ph_name[vph]);
+    t->at_phase[vph]++;
+
+    /* stat adds up right after the kill */
+    struct ndc_stat st = getstat(ch);
+    cr_assert_eq(st.free + st.ready + st.loaned, slots, "%s: stat %u+%u+%u != %u", what, st.free, st.ready,
+                 st.loaned, slots);
+
+    int senders_left = ns - victim_sends, receivers_left = nr - !victim_sends;
+    if (senders_left && receivers_left) {
+        /* the survivors make progress */
+        uint64_t c0 = k_sum(sh, 0, ns, 0), r0 = k_sum(sh, ns, ns + nr, 1);
+        int64_t end = th_now_ns() + 5 * SEC;
+        int moved = 0;
+        while (th_now_ns() < end && !moved) {
+            int capped = 1;
+            for (int i = 0; i < ns; i++)
+                if (i != victim && atomic_load(&sh->c[i].committed) < KMAX)
+                    capped = 0;
+            moved = capped || (k_sum(sh, 0, ns, 0) >= c0 + 3 && k_sum(sh, ns, ns + nr, 1) >= r0 + 3);
+            usleep(200);
+        }
+        cr_assert(moved, "%s: the survivors made no progress in 5 s after the kill (committed %llu -> %llu, "
+                  "received %llu -> %llu)", what, (unsigned long long)c0,
+                  (unsigned long long)k_sum(sh, 0, ns, 0), (unsigned long long)r0,
+                  (unsigned long long)k_sum(sh, ns, ns + nr, 1));
+    } else if (!senders_left) {
+        t->all_senders_dead++;   /* the receivers drain, then get -EOWNERDEAD by themselves */
+    } else {
+        t->all_receivers_dead++; /* the senders fill the channel, then get -EOWNERDEAD */
+        for (int i = 0; i < ns; i++) {
+            int64_t end = th_now_ns() + 5 * SEC;
+            while (!atomic_load(&sh->c[i].ended) && atomic_load(&sh->c[i].committed) < KMAX &&
+                   th_now_ns() < end)
+                usleep(200);
+            cr_assert(atomic_load(&sh->c[i].ended) || atomic_load(&sh->c[i].committed) >= KMAX,
+                      "%s: sender %d, waiting on a full channel with every receiver dead, got no "
+                      "-EOWNERDEAD in 5 s (phase %s)", what, i, ph_name[atomic_load(&sh->c[i].phase)]);
+        }
+    }
+    atomic_store(&sh->stop, 1);
+    for (int i = 0; i < ns + nr; i++) {
+        if (i == victim)
+            continue;
+        int cs = th_wait(k_pids[i], 10000);
+        cr_assert_eq(cs, 0, "%s: %s %d exited with %d (phase %s): %s", what, i < ns ? "sender" : "receiver",
+                     i, cs, ph_name[atomic_load(&sh->c[i].phase)], sh->c[i].err);
+        int rc = atomic_load(&sh->c[i].end_rc);
+        if (i < ns)
+            cr_assert(rc == 0 || (rc == -EOWNERDEAD && !receivers_left),
+                      "%s: sender %d ended with %d (%s) while a receiver was alive", what, i, rc,
+                      ndc_strerror(rc));
+    }
+    cr_assert_eq(atomic_load(&sh->bad), 0, "%s: %d torn or unknown arrays delivered, first: %s", what,
+                 atomic_load(&sh->bad), sh->bad_msg);
+
+    /* Whatever is still ready was committed and never taken. If a receiver
+     * survived, it ended on -EOWNERDEAD, which means "empty": nothing may be
+     * stranded. */
+    st = getstat(ch);
+    cr_assert_eq(st.free + st.ready + st.loaned, slots, "%s: stat %u+%u+%u != %u after the survivors finished",
+                 what, st.free, st.ready, st.loaned, slots);
+    uint32_t stranded = 0;
+    for (;;) {
+        struct ndc_array a;
+        int r = ndc_acquire(ch, &a, 0);
+        if (r == -EAGAIN)
+            break;
+        cr_assert_eq(r, 0, "%s: drain: %d (%s) %s", what, r, ndc_strerror(r), ndc_last_error());
+        k_record(sh, &a, slot_bytes);
+        th_ok(ndc_release(ch, &a));
+        stranded++;
+    }
+    cr_assert_eq(atomic_load(&sh->bad), 0, "%s: drained a torn array: %s", what, sh->bad_msg);
+    if (receivers_left)
+        cr_assert_eq(stranded, 0, "%s: every surviving receiver got -EOWNERDEAD (\"empty and every sender "
+                     "gone\") but %u committed arrays were still ready", what, stranded);
+
+    /* exactly once: nothing twice, nothing that was not committed, and
+     * nothing committed lost unless a receiver died taking it */
+    uint64_t delivered = 0, lost = 0;
+    for (int s = 0; s < ns; s++) {
+        uint64_t committed = atomic_load(&sh->c[s].committed);
+        uint64_t inflight = atomic_load(&sh->c[s].inflight) & 0xffffffffu;
+        int ph = atomic_load(&sh->c[s].phase);
+        for (uint64_t k = 0; k < KMAX; k++) {
+            unsigned n = atomic_load(&sh->seen[s][k]);
+            delivered += n;
+            cr_assert_leq(n, 1, "%s: array (sender %d, #%llu) delivered %u times", what, s,
+                          (unsigned long long)k, n);
+            if (k < committed) {
+                lost += n == 0;
+            } else if (k == inflight && (ph == PH_IN_COMMIT || ph == PH_IN_SEND)) {
+                /* killed inside the commit: either way, once at most */
+            } else {
+                cr_assert_eq(n, 0, "%s: array (sender %d, #%llu) delivered but never committed (sender "
+                             "%s, %llu committed)", what, s, (unsigned long long)k, ph_name[ph],
+                             (unsigned long long)committed);
+            }
+        }
+    }
+    int taking = !victim_sends && (vph == PH_IN_ACQUIRE || vph == PH_IN_ACQUIRE2 || vph == PH_IN_RECV);
+    cr_assert_leq(lost, (uint64_t)taking, "%s: %llu committed arrays never delivered (victim %s)", what,
+                  (unsigned long long)lost, ph_name[vph]);
+    t->lost += (int)lost;
+    cr_assert_eq(st.sent, st.received + stranded, "%s: stat sent %llu, received %llu + %u drained", what,
+                 (unsigned long long)st.sent, (unsigned long long)st.received, stranded);
+    cr_assert_eq(delivered + lost, st.sent, "%s: %llu delivered + %llu lost, %llu committed", what,
+                 (unsigned long long)delivered, (unsigned long long)lost, (unsigned long long)st.sent);
+    if (victim_sends && (vph == PH_IN_RESERVE || vph == PH_RESERVED))
+        cr_assert_eq(atomic_load(&sh->seen[victim][vtag & 0xffffffffu]), 0,
+                     "%s: the array of a sender killed before its commit was delivered", what);
+
+    /* The dead peer's slots come back: lazily (the next waiter's sweep), so
+     * ndc_stat may still count them now; a process that needs every slot
+     * gets them. */
+    st = getstat(ch);
+    if (st.loaned)
+        t->lazy++;
+    struct ndc_array res[4];
+    for (uint32_t i = 0; i < slots; i++) {
+        tag_array(((uint64_t)1 << 32) | (KMAX - 1 - i), slot_bytes, &res[i], NULL);
+        int r = ndc_reserve(ch, &res[i], 2 * SEC);
+        cr_assert_eq(r, 0, "%s: reserving slot %u of %u after the round: %d (%s) %s", what, i + 1, slots, r,
+                     ndc_strerror(r), ndc_last_error());
+        th_fill(res[i].data, ndc_array_nbytes(&res[i]), res[i].tag);
+    }
+    for (uint32_t i = 0; i < slots; i++)
+        th_ok(ndc_commit(ch, &res[i]));
+    for (uint32_t i = 0; i < slots; i++) {
+        struct ndc_array a;
+        th_ok(ndc_acquire(ch, &a, SEC));
+        char msg[200];
+        cr_assert_eq(a.tag, res[i].tag, "%s: order after the round", what);
+        cr_assert_eq(tag_check(&a, slot_bytes, msg, sizeof msg), 0, "%s: %s", what, msg);
+        th_ok(ndc_release(ch, &a));
+    }
+    st = getstat(ch);
+    cr_assert(st.free == slots && st.loaned == 0 && st.ready == 0, "%s: at the end free %u ready %u loaned %u",
+              what, st.free, st.ready, st.loaned);
+    ndc_free(ch);
+    t->rounds++;
+    int64_t dt = th_now_ns() - t0;
+    if (dt > t->round_ns_max)
+        t->round_ns_max = dt;
+}
+
+static void kill_rounds(int target, int rounds, uint64_t seed0)
+{
+    struct ktally t;
+    memset(&t, 0, sizeof t);
+    int64_t t0 = th_now_ns();
+    uint64_t base = seed0 ^ (uint64_t)th_now_ns();
+    for (int i = 0; i < rounds; i++)
+        kill_round(mix64(base + (uint64_t)i), target, &t);
+    char ph[512] = "";
+    size_t off = 0;
+    for (int p = 0; p < PH_N; p++)
+        if (t.at_phase[p])
+            off += (size_t)snprintf(ph + off, sizeof ph - off, " %s:%d", ph_name[p], t.at_phase[p]);
+    fprintf(stderr, "[kill %s] %d rounds in %.1f s (slowest %.0f ms); victim died%s; lost in flight %d; "
+            "every sender dead %d, every receiver dead %d; dead peer's slot not yet swept when the "
+            "survivors finished: %d rounds\n", t_name[target], t.rounds, (th_now_ns() - t0) / 1e9,
+            t.round_ns_max / 1e6, ph, t.lost, t.all_senders_dead, t.all_receivers_dead, t.lazy);
+    cr_log_info("%d rounds, victim phases:%s", t.rounds, ph);
+}
+
+Test(faults, kill_sender_between_reserve_and_commit, .timeout = TMO(120))
+{
+    kill_rounds(T_RESERVED, ROUNDS(50), 1);
+}
+
+Test(faults, kill_receiver_holding_loans, .timeout = TMO(120))
+{
+    kill_rounds(T_HOLDING, ROUNDS(50), 2);
+}
+
+Test(faults, kill_sender_asleep_on_full_channel, .timeout = TMO(120))
+{
+    kill_rounds(T_ASLEEP_FULL, ROUNDS(40), 3);
+}
+
+Test(faults, kill_receiver_asleep_on_empty_channel, .timeout = TMO(120))
+{
+    kill_rounds(T_ASLEEP_EMPTY, ROUNDS(40), 4);
+}
+
+Test(faults, kill_anyone_at_random_moment, .timeout = TMO(240))
+{
+    kill_rounds(T_RANDOM, ROUNDS(120), 5);
+}
+
+/* ---- detection time ----------------------------------------------------------- */
+
+struct det {
+    _Atomic int step, waiting;
+    int rc;
+    int64_t t_ret;
+    char err[200];
+};
+struct darg { ndc_chan *ch; struct det *d; };
+
+static int wait_step(struct det *d, int want, int ms)
+{
+    int64_t end = th_now_ns() + (int64_t)ms * MS;
+    while (atomic_load(&d->step) < want)
+        if (th_now_ns() > end)
+            return -1;
+        else
+            usleep(200);
+    return 0;
+}
+
+/* Wait until pid sleeps in the kernel, steadily (beyond the spin phase). */
+static int wait_asleep(pid_t pid, _Atomic int *waiting, int ms)
+{
+    int64_t end = th_now_ns() + (int64_t)ms * MS;
+    while (th_now_ns() < end) {
+        if (atomic_load(waiting) && proc_state(pid) == 'S') {
+            usleep(3000);
+            if (atomic_load(waiting) && proc_state(pid) == 'S')
+                return 0;
+        }
+        usleep(500);
+    }
+    return -1;
+}
+
+static void send_tag(ndc_chan *ch, uint64_t tag, int64_t tmo, int *rc)
+{
+    struct ndc_array a;
+    unsigned char buf[64];
+    tag_array(tag, sizeof buf, &a, buf);
+    th_fill(buf, ndc_array_nbytes(&a), tag);
+    *rc = ndc_send(ch, &a, tmo);
+}
+
+static int d_idle_sender(void *p)          /* sends one array, then lives on idle */
+{
+    struct darg *m = p;
+    die_with_parent();
+    int rc;
+    send_tag(m->ch, 1, 5 * SEC, &rc);
+    CK(rc == 0, 130, "send: %s", ndc_strerror(rc));
+    for (;;)
+        pause();
+}
+
+static int d_blocked_receiver(void *p)     /* takes that array, then waits */
+{
+    struct darg *m = p;
+    die_with_parent();
+    struct ndc_array a;
+    int r = ndc_acquire(m->ch, &a, 10 * SEC);
+    CK(r == 0, 131, "first acquire: %s", ndc_strerror(r));
+    CK(ndc_release(m->ch, &a) == 0, 132, "release");
+    atomic_store(&m->d->waiting, 1);
+    m->d->rc = ndc_acquire(m->ch, &a, 10 * SEC);
+    m->d->t_ret = th_now_ns();
+    atomic_store(&m->d->waiting, 0);
+    return 0;
+}
+
+static void report_times(const char *what, int64_t *lat, int n)
+{
+    qsort(lat, (size_t)n, sizeof lat[0], cmp_i64);
+    fprintf(stderr, "[detect] %s: median %.1f ms, min %.1f ms, max %.1f ms over %d tries\n", what,
+            lat[n / 2] / 1e6, lat[0] / 1e6, lat[n - 1] / 1e6, n);
+    cr_log_info("%s: median %.1f ms, max %.1f ms over %d tries", what, lat[n / 2] / 1e6, lat[n - 1] / 1e6, n);
+    cr_assert_lt(lat[n / 2], SEC, "%s: median %.1f ms (contract: 100 ms)", what, lat[n / 2] / 1e6);
+    cr_assert_lt(lat[n - 1], SEC, "%s: worst %.1f ms (contract: 100 ms)", what, lat[n - 1] / 1e6);
+}
+
+#define DETECT_TRIES 10
+
+/* A receiver asleep on an empty channel whose only sender is SIGKILLed. */
+Test(faults, detect_receiver_eownerdead_after_sender_killed, .timeout = TMO(90))
+{
+    int64_t lat[DETECT_TRIES];
+    struct det *d = shared_alloc(sizeof *d);
+    for (int i = 0; i < DETECT_TRIES; i++) {
+        memset(d, 0, sizeof *d);
+        ndc_chan *ch = mkchan(2, 4096);
+        struct darg m = { ch, d };
+        pid_t ps = th_fork(d_idle_sender, &m);
+        pid_t pr = th_fork(d_blocked_receiver, &m);
+        cr_assert_eq(wait_asleep(pr, &d->waiting, 10000), 0, "the receiver never went to sleep");
+        int64_t t_kill = th_now_ns();
+        kill(ps, SIGKILL);
+        waitpid(ps, NULL, 0);
+        int st = th_wait(pr, 10000);
+        cr_assert_eq(st, 0, "receiver exited with %d", st);
+        cr_assert_eq(d->rc, -EOWNERDEAD, "blocked acquire with its only sender killed: %d (%s)", d->rc,
+                     ndc_strerror(d->rc));
+        lat[i] = d->t_ret - t_kill;
+        ndc_free(ch);
+    }
+    report_times("SIGKILLed sender -> blocked receiver gets -EOWNERDEAD", lat, DETECT_TRIES);
+}
+
+static int d_idle_receiver(void *p)        /* receives once (a receiver), then idles */
+{
+    struct darg *m = p;
+    die_with_parent();
+    struct ndc_array a;
+    int r = ndc_acquire(m->ch, &a, 10 * SEC);
+    CK(r == 0, 140, "acquire: %s", ndc_strerror(r));
+    CK(ndc_release(m->ch, &a) == 0, 141, "release");
+    atomic_store(&m->d->step, 1);
+    for (;;)
+        pause();
+}
+
+static int d_hoarder(void *p)              /* takes every slot on loan and keeps them */
+{
+    struct darg *m = p;
+    die_with_parent();
+    struct ndc_array a[8];
+    for (int i = 0; i < 4; i++) {
+        int r = ndc_acquire(m->ch, &a[i], 10 * SEC);
+        CK(r == 0, 142, "acquire %d: %s", i, ndc_strerror(r));
+    }
+    atomic_store(&m->d->step, 3);
+    for (;;)
+        pause();
+}
+
+static int d_full_sender(void *p)
+{
+    struct darg *m = p;
+    die_with_parent();
+    int rc;
+    send_tag(m->ch, 1, 5 * SEC, &rc);
+    CK(rc == 0, 143, "send 1: %s", ndc_strerror(rc));
+    CK(wait_step(m->d, 2, 10000) == 0, 144, "step 2");
+    for (uint64_t t = 2; t < 6; t++) {
+        send_tag(m->ch, t, 5 * SEC, &rc);
+        CK(rc == 0, 145, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
+    }
+    CK(wait_step(m->d, 3, 10000) == 0, 146, "step 3");
+    atomic_store(&m->d->waiting, 1);
+    send_tag(m->ch, 6, 10 * SEC, &m->d->rc);
+    m->d->t_ret = th_now_ns();
+    atomic_store(&m->d->waiting, 0);
+    return 0;
+}
+
+/* A sender asleep on a full channel: every slot is on loan to a receiver
+ * that is SIGKILLed; another receiver lives on. The slots come back and the
+ * blocked send goes through. */
+Test(faults, detect_slot_back_after_hoarding_receiver_killed, .timeout = TMO(90))
+{
+    int64_t lat[DETECT_TRIES];
+    struct det *d = shared_alloc(sizeof *d);
+    for (int i = 0; i < DETECT_TRIES; i++) {
+        memset(d, 0, sizeof *d);
+        ndc_chan *ch = mkchan(4, 4096);
+        struct darg m = { ch, d };
+        pid_t ps = th_fork(d_full_sender, &m);
+        pid_t pr2 = th_fork(d_idle_receiver, &m);
+        cr_assert_eq(wait_step(d, 1, 10000), 0, "the live receiver never received");
+        pid_t pr1 = th_fork(d_hoarder, &m);
+        atomic_store(&d->step, 2);
+        cr_assert_eq(wait_asleep(ps, &d->waiting, 10000), 0, "the sender never went to sleep");
+        struct ndc_stat st = getstat(ch);
+        cr_assert(st.loaned == 4 && st.free == 0, "before the kill: free %u loaned %u", st.free, st.loaned);
+        int64_t t_kill = th_now_ns();
+        kill(pr1, SIGKILL);
+        waitpid(pr1, NULL, 0);
+        int s = th_wait(ps, 10000);
+        cr_assert_eq(s, 0, "sender exited with %d", s);
+        cr_assert_eq(d->rc, 0, "blocked send after the hoarder died: %d (%s)", d->rc, ndc_strerror(d->rc));
+        lat[i] = d->t_ret - t_kill;
+        st = getstat(ch);
+        cr_assert(st.free == 3 && st.ready == 1 && st.loaned == 0,
+                  "after: free %u ready %u loaned %u (want 3/1/0: the 4 loans returned, 1 array sent)",
+                  st.free, st.ready, st.loaned);
+        kill(pr2, SIGKILL);
+        waitpid(pr2, NULL, 0);
+        ndc_free(ch);
+    }
+    report_times("SIGKILLed receiver holding every loan -> blocked sender gets a slot", lat, DETECT_TRIES);
+}
+
+static int d_full_sender2(void *p)
+{
+    struct darg *m = p;
+    die_with_parent();
+    int rc;
+    CK(wait_step(m->d, 1, 10000) == 0, 150, "step 1");
+    for (uint64_t t = 2; t < 4; t++) {
+        send_tag(m->ch, t, 5 * SEC, &rc);
+        CK(rc == 0, 151, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
+    }
+    atomic_store(&m->d->waiting, 1);
+    send_tag(m->ch, 9, 10 * SEC, &m->d->rc);
+    m->d->t_ret = th_now_ns();
+    atomic_store(&m->d->waiting, 0);
+    return 0;
+}
+
+/* A sender asleep on a full channel whose only receiver is SIGKILLed. */
+Test(faults, detect_sender_eownerdead_after_receiver_killed, .timeout = TMO(90))
+{
+    int64_t lat[DETECT_TRIES];
+    struct det *d = shared_alloc(sizeof *d);
+    for (int i = 0; i < DETECT_TRIES; i++) {
+        memset(d, 0, sizeof *d);
+        ndc_chan *ch = mkchan(2, 4096);
+        int rc;
+        send_tag(ch, 1, SEC, &rc);
+        th_ok(rc);
+        struct darg m = { ch, d };
+        pid_t pr = th_fork(d_idle_receiver, &m);
+        pid_t ps = th_fork(d_full_sender2, &m);
+        ndc_free(ch);   /* the test process was a sender: leave only the two children */
+        cr_assert_eq(wait_asleep(ps, &d->waiting, 10000), 0, "the sender never went to sleep");
+        int64_t t_kill = th_now_ns();
+        kill(pr, SIGKILL);
+        waitpid(pr, NULL, 0);
+        int s = th_wait(ps, 10000);
+        cr_assert_eq(s, 0, "sender exited with %d", s);
+        cr_assert_eq(d->rc, -EOWNERDEAD, "send on a full channel, its only receiver killed: %d (%s)", d->rc,
+                     ndc_strerror(d->rc));
+        lat[i] = d->t_ret - t_kill;
+    }
+    report_times("SIGKILLed receiver -> sender blocked on a full channel gets -EOWNERDEAD", lat, DETECT_TRIES);
+}
+
+/* ---- the queue lock: a dead holder, a half-done critical section, a stuck one --- */
+
+static uint32_t rd_lock(struct seg *s) { return atomic_load(&s->c->lock); }
+
+static void roundtrip(ndc_chan *ch, uint64_t tag, const char *what)
+{
+    int rc;
+    send_tag(ch, tag, 0, &rc);
+    cr_assert_eq(rc, 0, "%s: send: %d (%s) %s", what, rc, ndc_strerror(rc), ndc_last_error());
+    struct ndc_array a;
+    rc = ndc_acquire(ch, &a, 0);
+    cr_assert_eq(rc, 0, "%s: acquire: %d (%s) %s", what, rc, ndc_strerror(rc), ndc_last_error());
+    char msg[200];
+    cr_assert_eq(a.tag, tag, "%s: got tag %#llx", what, (unsigned long long)a.tag);
+    cr_assert_eq(tag_check(&a, 64, msg, sizeof msg), 0, "%s: %s", what, msg);
+    th_ok(ndc_release(ch, &a));
+}
+
+/* An idle channel whose lock word names a process that is gone (or nobody):
+ * the next reserve and acquire take the lock over (and rebuild), at once. */
+Test(faults, lock_dead_holder_taken_over, .timeout = 30)
+{
+    pid_t gone = dead_pid();
+    pid_t zombie = fork();
+    if (zombie == 0)
+        _exit(0);
+    for (int i = 0; i < 1000 && proc_state(zombie) != 'Z'; i++)
+        usleep(1000);
+    cr_assert_eq(proc_state(zombie), 'Z');
+    const uint32_t words[] = { (uint32_t)gone, (uint32_t)gone | NDC__LOCK_WAITERS, (uint32_t)zombie,
+                               0x7fffffffu, NDC__LOCK_WAITERS, 0xffffffffu };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "lock word %#x", words[i]);
+        ndc_chan *ch = mkchan(2, 64);
+        struct seg s;
+        seg_map(&s, ch);
+        uint32_t rep0 = atomic_load(&s.c->repairs);
+        atomic_store(&s.c->lock, words[i]);
+        int64_t t0 = th_now_ns();
+        roundtrip(ch, 7, what);   /* reserve path: the free side has slots */
+        int64_t dt = th_now_ns() - t0;
+        cr_assert_lt(dt, 200 * MS, "%s: took %lld ms", what, (long long)(dt / MS));
+        cr_assert_eq(rd_lock(&s), 0, "%s: lock word %#x afterwards", what, rd_lock(&s));
+        cr_assert_eq(atomic_load(&s.c->repairs), rep0 + 1, "%s: %u repairs, want one", what,
+                     atomic_load(&s.c->repairs) - rep0);
+        /* acquire path: an array ready, then the dead holder */
+        int rc;
+        send_tag(ch, 8, 0, &rc);
+        th_ok(rc);
+        atomic_store(&s.c->lock, words[i]);
+        struct ndc_array a;
+        th_ok(ndc_acquire(ch, &a, 0));
+        cr_assert_eq(a.tag, 8);
+        th_ok(ndc_release(ch, &a));
+        struct ndc_stat st = getstat(ch);
+        cr_assert(st.free == 2 && st.loaned == 0 && st.ready == 0);
+        seg_unmap(&s);
+        ndc_free(ch);
+    }
+    waitpid(zombie, NULL, 0);
+}
+
+/* Write what ndc_commit writes into a reserved slot's header. */
+static void fake_commit_header(struct ndc__slot *h, const struct ndc_array *a)
+{
+    h->nbytes = ndc_array_nbytes(a);
+    h->tag = a->tag;
+    h->dtype = a->dtype;
+    h->ndim = a->ndim;
+    memcpy(h->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
+    memcpy(h->strides, a->strides, sizeof(int64_t) * (size_t)a->ndim);
+}
+
+static uint32_t slot_index(struct seg *s, const ndc_chan *ch, const void *data)
+{
+    (void)ch;
+    uint64_t off = (uint64_t)((const unsigned char *)data - (s->base + s->g.payload_off));
+    (void)off;
+    /* the handle's mapping is not ours: find the slot by its state */
+    for (uint32_t i = 0; i < s->g.nslots; i++)
+        if (NDC__STATE(atomic_load(&s->slots[i].state)) == NDC__RESERVED)
+            return i;
+    cr_assert_fail("no reserved slot");
+    return 0;
+}
+
+/* A holder died inside ndc_commit after marking the slot READY, before
+ * listing it in the ring and counting it: the state word is the truth, so
+ * the rebuild lists it and it is delivered, in order. */
+Test(faults, lock_dead_holder_ready_slot_missing_from_ring, .timeout = 30)
+{
+    ndc_chan *ch = mkchan(4, 64);
+    struct seg s;
+    seg_map(&s, ch);
+    int rc;
+    send_tag(ch, 1, 0, &rc);
+    th_ok(rc);
+    struct ndc_array a;
+    tag_array(2, 64, &a, NULL);
+    th_ok(ndc_reserve(ch, &a, 0));
+    th_fill(a.data, ndc_array_nbytes(&a), 2);
+    uint32_t slot = slot_index(&s, ch, a.data);
+    fake_commit_header(&s.slots[slot], &a);
+    s.slots[slot].seq = atomic_load(&s.c->sent);
+    atomic_store(&s.c->sent, s.slots[slot].seq + 1);
+    atomic_store(&s.c->lock, (uint32_t)dead_pid());
+    atomic_store(&s.slots[slot].state, NDC__WORD(NDC__READY, 0));
+    /* the ring still lists one array; the next call that takes the lock repairs */
+    struct ndc_array r;
+    tag_array(3, 64, &r, NULL);
+    th_ok(ndc_reserve(ch, &r, 0));
+    cr_assert_eq(rd_lock(&s), 0);
+    struct ndc_stat st = getstat(ch);
+    cr_assert(st.ready == 2 && st.loaned == 1 && st.free == 1, "after the repair: free %u ready %u loaned %u",
+              st.free, st.ready, st.loaned);
+    cr_assert_eq(NDC__COUNT(atomic_load(&s.c->sem[NDC__SIDE_READY].count)), 2, "ready count not rebuilt");
+    char msg[200];
+    for (uint64_t t = 1; t <= 2; t++) {
+        struct ndc_array g;
+        th_ok(ndc_acquire(ch, &g, 0));
+        cr_assert_eq(g.tag, t, "order after the rebuild: got %llu, want %llu", (unsigned long long)g.tag,
+                     (unsigned long long)t);
+        cr_assert_eq(tag_check(&g, 64, msg, sizeof msg), 0, "%s", msg);
+        th_ok(ndc_release(ch, &g));
+    }
+    th_expect(ndc_acquire(ch, &a, 0), -EAGAIN);
+    th_fill(r.data, ndc_array_nbytes(&r), 3);
+    th_ok(ndc_commit(ch, &r));
+    th_ok(ndc_acquire(ch, &a, 0));
+    cr_assert_eq(a.tag, 3);
+    th_ok(ndc_release(ch, &a));
+    st = getstat(ch);
+    cr_assert(st.free == 4 && st.loaned == 0 && st.ready == 0);
+    seg_unmap(&s);
+    ndc_free(ch);
+}
+
+/* Counts off by one (the holder died between the count and the rest), and
+ * a slot popped off the free stack but still FREE: the rebuild repairs
+ * them; exactly `slots` reservations succeed, each a different slot. */
+Test(faults, lock_dead_holder_counts_off_by_one, .timeout = 30)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        ndc_chan *ch = mkchan(4, 64);
+        struct seg s;
+        seg_map(&s, ch);
+        struct ndc_array a[5];
+        tag_array(1, 64, &a[0], NULL);
+        th_ok(ndc_reserve(ch, &a[0], 0));
+        _Atomic uint32_t *cnt = &s.c->sem[NDC__SIDE_FREE].count;
+        if (variant == 0)
+            atomic_fetch_add(cnt, 1);   /* 4 counted, 3 listed: the top entry is stale */
+        else if (variant == 1)
+            atomic_fetch_sub(cnt, 1);   /* 2 counted, 3 free */
+        else
+            atomic_fetch_sub(cnt, 1);   /* popped, the state store never happened */
+        atomic_store(&s.c->lock, (uint32_t)dead_pid());
+        int got = 1;
+        void *seen[5] = { a[0].data };
+        for (int i = 1; i < 5; i++) {
+            tag_array((uint64_t)i + 1, 64, &a[i], NULL);
+            int r = ndc_reserve(ch, &a[i], 0);
+            if (r == -EAGAIN)
+                break;
+            cr_assert_eq(r, 0, "variant %d: reserve %d: %d (%s)", variant, i, r, ndc_strerror(r));
+            for (int j = 0; j < got; j++)
+                cr_assert_neq(seen[j], a[i].data, "variant %d: slot handed out twice", variant);
+            seen[got++] = a[i].data;
+        }
+        cr_assert_eq(got, 4, "variant %d: %d reservations succeeded on 4 slots", variant, got);
+        struct ndc_stat st = getstat(ch);
+        cr_assert(st.loaned == 4 && st.free == 0, "variant %d: free %u loaned %u", variant, st.free, st.loaned);
+        for (int i = 0; i < 4; i++) {
+            th_fill(a[i].data, ndc_array_nbytes(&a[i]), a[i].tag);
+            th_ok(ndc_commit(ch, &a[i]));
+        }
+        /* the ready side, one too many */
+        atomic_fetch_add(&s.c->sem[NDC__SIDE_READY].count, 1);
+        atomic_store(&s.c->lock, (uint32_t)dead_pid());
+        char msg[200];
+        for (int i = 0; i < 4; i++) {
+            struct ndc_array g;
+            th_ok(ndc_acquire(ch, &g, 0));
+            cr_assert_eq(g.tag, a[i].tag, "variant %d: order", variant);
+            cr_assert_eq(tag_check(&g, 64, msg, sizeof msg), 0, "%s", msg);
+            th_ok(ndc_release(ch, &g));
+        }
+        struct ndc_array g;
+        th_expect(ndc_acquire(ch, &g, 0), -EAGAIN);
+        st = getstat(ch);
+        cr_assert(st.free == 4 && st.ready == 0 && st.loaned == 0, "variant %d: end free %u ready %u loaned %u",
+                  variant, st.free, st.ready, st.loaned);
+        seg_unmap(&s);
+        ndc_free(ch);
+    }
+}
+
+struct mid { _Atomic int step; };
+static int mid_wait(struct mid *m, int want)
+{
+    int64_t end = th_now_ns() + 10 * SEC;
+    while (atomic_load(&m->step) < want)
+        if (th_now_ns() > end)
+            return -1;
+        else
+            usleep(200);
+    return 0;
+}
+struct marg { ndc_chan *ch; struct mid *m; int before_state; };
+
+/* A sender that dies inside its commit, lock held: after writing the ring
+ * entry (before_state) or after the state store too. */
+static int mid_commit_sender(void *p)
+{
+    struct marg *g = p;
+    die_with_parent();
+    int r;
+    send_tag(g->ch, 1, 5 * SEC, &r);   /* the only sender of the channel */
+    CK(r == 0, 159, "send: %s", ndc_strerror(r));
+    atomic_store(&g->m->step, 1);
+    CK(mid_wait(g->m, 2) == 0, 158, "step 2");
+    struct ndc_array a;
+    tag_array(2, 64, &a, NULL);
+    r = ndc_reserve(g->ch, &a, 5 * SEC);
+    CK(r == 0, 160, "reserve: %s", ndc_strerror(r));
+    th_fill(a.data, ndc_array_nbytes(&a), 2);
+    /* what ndc_commit and the queue push do, up to the point of death */
+    unsigned char *base = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, ndc_fd(g->ch), 0);
+    CK(base != MAP_FAILED, 161, "mmap");
+    struct ndc__ctrl *c = (struct ndc__ctrl *)base;
+    struct ndc__geometry geo;
+    ndc__geometry(&geo, c->nslots, c->slot_bytes, c->flags);
+    struct ndc__slot *slots = (struct ndc__slot *)(base + geo.table_off);
+    uint32_t slot = (uint32_t)(((unsigned char *)a.data - (unsigned char *)a.data) + 0);
+    for (slot = 0; slot < geo.nslots; slot++)
+        if (NDC__STATE(atomic_load(&slots[slot].state)) == NDC__RESERVED)
+            break;
+    CK(slot < geo.nslots, 162, "no reserved slot");
+    fake_commit_header(&slots[slot], &a);
+    uint32_t none = 0;
+    CK(atomic_compare_exchange_strong(&c->lock, &none, (uint32_t)getpid()), 163, "lock busy");
+    uint64_t seq = atomic_load(&c->sent);
+    slots[slot].seq = seq;
+    atomic_store(&c->sent, seq + 1);
+    uint32_t cnt = NDC__COUNT(atomic_load(&c->sem[NDC__SIDE_READY].count));
+    c->idx[geo.nslots + (c->ready_head + cnt) % geo.nslots] = (uint16_t)slot;
+    if (!g->before_state)
+        atomic_store(&slots[slot].state, NDC__WORD(NDC__READY, 0));
+    atomic_store(&g->m->step, 3);
+    for (;;)
+        pause();   /* SIGKILLed here, holding the lock */
+    return 0;
+}
+
+static void mid_commit_case(int before_state)
+{
+    ndc_chan *ch = mkchan(4, 64);
+    int rc;
+    struct ndc_array a;
+    struct mid *m = shared_alloc(sizeof *m);
+    struct marg g = { ch, m, before_state };
+    pid_t p = th_fork(mid_commit_sender, &g);
+    cr_assert_eq(mid_wait(m, 1), 0, "the sender never sent");
+    th_ok(ndc_acquire(ch, &a, 0));   /* the test process is a receiver only */
+    cr_assert_eq(a.tag, 1);
+    th_ok(ndc_release(ch, &a));
+    atomic_store(&m->step, 2);
+    cr_assert_eq(mid_wait(m, 3), 0, "the sender never got into its commit");
+    kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
+    /* the receiver waits; its sweep finds the dead sender, takes the lock
+     * over, rebuilds the queues from the slot states */
+    int64_t t0 = th_now_ns();
+    rc = ndc_acquire(ch, &a, 2 * SEC);
+    int64_t dt = th_now_ns() - t0;
+    if (before_state) {
+        /* never marked READY: the array is never seen, the slot is freed */
+        cr_assert_eq(rc, -EOWNERDEAD, "acquire: %d (%s), want -EOWNERDEAD (nothing committed, sender dead)",
+                     rc, ndc_strerror(rc));
+    } else {
+        int again = -1;
+        struct ndc_array b;
+        if (rc != 0)
+            again = ndc_acquire(ch, &b, 0);
+        cr_assert_eq(rc, 0, "blocked acquire returned %d (%s: %s) after %lld ms, although the dead sender's "
+                     "array was READY and the rebuild listed it (the next acquire(0) then returned %d, tag %llu)",
+                     rc, ndc_strerror(rc), ndc_last_error(), (long long)(dt / MS), again,
+                     again == 0 ? (unsigned long long)b.tag : 0ull);
+        cr_assert_eq(a.tag, 2);
+        char msg[200];
+        cr_assert_eq(tag_check(&a, 64, msg, sizeof msg), 0, "%s", msg);
+        th_ok(ndc_release(ch, &a));
+    }
+    cr_assert_lt(dt, SEC, "took %lld ms", (long long)(dt / MS));
+    struct ndc_stat st = getstat(ch);
+    cr_assert(st.free == 4 && st.ready == 0 && st.loaned == 0, "end: free %u ready %u loaned %u", st.free,
+              st.ready, st.loaned);
+    ndc_free(ch);
+}
+
+Test(faults, lock_holder_killed_in_commit_before_state_store, .timeout = 30)
+{
+    mid_commit_case(1);
+}
+
+Test(faults, lock_holder_killed_in_commit_after_state_store, .timeout = 30)
+{
+    mid_commit_case(0);
+}
+
+static int pause_forever(void *p)
+{
+    (void)p;
+    die_with_parent();
+    for (;;)
+        pause();
+    return 0;
+}
+
+#define TIMED(var, call) do { int64_t t0_ = th_now_ns(); var = (call); dt = th_now_ns() - t0_; } while (0)
+
+/* The lock word names a live process that never lets go. Calls with a
+ * timeout give up within it; ndc_stat/ndc_close/ndc_free never wait. */
+Test(faults, lock_live_holder_never_lets_go, .timeout = 60)
+{
+    ndc_chan *ch = mkchan(4, 64);
+    struct seg s;
+    seg_map(&s, ch);
+    int rc;
+    for (uint64_t t = 1; t <= 2; t++) {
+        send_tag(ch, t, 0, &rc);
+        th_ok(rc);
+    }
+    struct ndc_array loan, res;
+    th_ok(ndc_acquire(ch, &loan, 0));
+    tag_array(5, 64, &res, NULL);
+    th_ok(ndc_reserve(ch, &res, 0));
+    ndc_chan *h2 = NULL;
+    th_ok(ndc_open_fd(&h2, ndc_fd(ch), 0));
+    pid_t holder = th_fork(pause_forever, NULL);
+    const uint32_t words[] = { (uint32_t)holder, (uint32_t)holder | NDC__LOCK_WAITERS, 1 };
+    int64_t dt, worst = 0;
+    for (size_t w = 0; w < sizeof words / sizeof words[0]; w++) {
+        atomic_store(&s.c->lock, words[w]);
+        struct ndc_array a;
+        unsigned char buf[64];
+        tag_array(9, 64, &a, NULL);
+        TIMED(rc, ndc_reserve(ch, &a, 0));
+        cr_assert(rc == -EAGAIN && dt < 50 * MS, "lock %#x: reserve(0) = %d (%s) in %lld ms", words[w], rc,
+                  ndc_strerror(rc), (long long)(dt / MS));
+        TIMED(rc, ndc_acquire(ch, &a, 0));
+        cr_assert(rc == -EAGAIN && dt < 50 * MS, "lock %#x: acquire(0) = %d (%s) in %lld ms", words[w], rc,
+                  ndc_strerror(rc), (long long)(dt / MS));
+        int64_t tmo = 50 * MS;
+        TIMED(rc, ndc_reserve(ch, &a, tmo));
+        cr_assert(rc == -ETIMEDOUT && dt >= tmo && dt < tmo + 150 * MS, "reserve(50 ms) = %d (%s) in %lld ms",
+                  rc, ndc_strerror(rc), (long long)(dt / MS));
+        worst = dt > worst ? dt : worst;
+        TIMED(rc, ndc_acquire(ch, &a, tmo));
+        cr_assert(rc == -ETIMEDOUT && dt >= tmo && dt < tmo + 150 * MS, "acquire(50 ms) = %d (%s) in %lld ms",
+                  rc, ndc_strerror(rc), (long long)(dt / MS));
+        worst = dt > worst ? dt : worst;
+        tag_array(9, 64, &a, buf);
+        th_fill(buf, ndc_array_nbytes(&a), 9);
+        TIMED(rc, ndc_send(ch, &a, tmo));
+        cr_assert(rc == -ETIMEDOUT && dt < tmo + 150 * MS, "send(50 ms) = %d (%s) in %lld ms", rc,
+                  ndc_strerror(rc), (long long)(dt / MS));
+        a.data = buf;
+        TIMED(rc, ndc_recv(ch, &a, sizeof buf, tmo));
+        cr_assert(rc == -ETIMEDOUT && dt < tmo + 150 * MS, "recv(50 ms) = %d (%s) in %lld ms", rc,
+                  ndc_strerror(rc), (long long)(dt / MS));
+        struct ndc_stat st;
+        TIMED(rc, ndc_stat(ch, &st));
+        cr_assert(rc == 0 && dt < 50 * MS, "stat = %d in %lld ms", rc, (long long)(dt / MS));
+        cr_assert_eq(st.free + st.ready + st.loaned, 4);
+        cr_assert_eq(rd_lock(&s) & ~NDC__LOCK_WAITERS, words[w] & ~NDC__LOCK_WAITERS,
+                     "the lock word changed under a live holder: %#x", rd_lock(&s));
+        atomic_store(&s.c->lock, words[w]);   /* without the waiters bit others set */
+    }
+    int64_t t0 = th_now_ns();
+    ndc_free(h2);
+    dt = th_now_ns() - t0;
+    cr_assert_lt(dt, 50 * MS, "ndc_free took %lld ms with the lock stuck", (long long)(dt / MS));
+    /* ndc_commit and ndc_release have no timeout: they wait for the lock
+     * until the holder counts as stuck (lock.c: 2 s), then take it over. */
+    atomic_store(&s.c->lock, (uint32_t)holder);
+    TIMED(rc, ndc_commit(ch, &res));
+    int64_t commit_ns = dt;
+    cr_assert_eq(rc, 0, "commit under a stuck lock: %d (%s)", rc, ndc_strerror(rc));
+    atomic_store(&s.c->lock, (uint32_t)holder);
+    TIMED(rc, ndc_release(ch, &loan));
+    int64_t release_ns = dt;
+    cr_assert_eq(rc, 0, "release under a stuck lock: %d (%s)", rc, ndc_strerror(rc));
+    fprintf(stderr, "[stuck lock] timed calls overshoot at most %.1f ms past a 50 ms timeout; ndc_commit took "
+            "%.0f ms and ndc_release %.0f ms (no timeout: they take a stuck lock over after 2 s)\n",
+            (worst - 50 * MS) / 1e6, commit_ns / 1e6, release_ns / 1e6);
+    cr_assert_lt(commit_ns, 3 * SEC, "ndc_commit waited %lld ms on a stuck lock", (long long)(commit_ns / MS));
+    cr_assert_lt(release_ns, 3 * SEC, "ndc_release waited %lld ms on a stuck lock", (long long)(release_ns / MS));
+    atomic_store(&s.c->lock, (uint32_t)holder);
+    t0 = th_now_ns();
+    th_ok(ndc_close(ch));
+    dt = th_now_ns() - t0;
+    cr_assert_lt(dt, 50 * MS, "ndc_close took %lld ms", (long long)(dt / MS));
+    kill(holder, SIGKILL);
+    waitpid(holder, NULL, 0);
+    seg_unmap(&s);
+    t0 = th_now_ns();
+    ndc_free(ch);
+    cr_assert_lt(th_now_ns() - t0, 50 * MS);
+}
