@@ -319,7 +319,7 @@ static int k_sender(void *p)
     struct kchild *me = &k->sh->c[k->idx];
     die_with_parent();
     unsigned char *buf = malloc(k->slot_bytes + 1);
-    CK(buf, 101, "malloc");
+    CK(buf, 41, "malloc");
     int r = 0;
     for (uint64_t i = 0; i < KMAX; i++) {
         while (atomic_load(&k->sh->pause_send) && !atomic_load(&k->sh->stop))
@@ -341,7 +341,7 @@ static int k_sender(void *p)
             th_fill(a.data, ndc_array_nbytes(&a), tag);
             atomic_store(&me->phase, PH_IN_COMMIT);
             r = ndc_commit(k->ch, &a);
-            CK(r == 0, 102, "commit: %s", ndc_strerror(r));
+            CK(r == 0, 42, "commit: %s", ndc_strerror(r));
         } else {
             tag_array(tag, k->slot_bytes, &a, buf);
             th_fill(buf, ndc_array_nbytes(&a), tag);
@@ -374,7 +374,7 @@ static int k_receiver(void *p)
     struct kchild *me = &k->sh->c[k->idx];
     die_with_parent();
     unsigned char *buf = malloc(k->slot_bytes + 1);
-    CK(buf, 111, "malloc");
+    CK(buf, 51, "malloc");
     int r = 0;
     for (uint64_t n = 0;; n++) {
         while (atomic_load(&k->sh->pause_recv) && !atomic_load(&k->sh->stop))
@@ -407,7 +407,7 @@ static int k_receiver(void *p)
             /* a second loan if one is there: a process may hold several */
             atomic_store(&me->phase, PH_IN_ACQUIRE2);
             int r2 = ndc_acquire(k->ch, &b, 0);
-            CK(r2 == 0 || r2 == -EAGAIN || r2 == -EOWNERDEAD, 112, "2nd acquire: %d (%s)", r2,
+            CK(r2 == 0 || r2 == -EAGAIN || r2 == -EOWNERDEAD, 52, "2nd acquire: %d (%s)", r2,
                ndc_strerror(r2));
             if (r2 == 0) {
                 two = 1;
@@ -421,12 +421,12 @@ static int k_receiver(void *p)
             usleep((useconds_t)((h >> 16) % 300));   /* a slow receiver now and then */
         atomic_store(&me->phase, PH_RELEASING);
         if (two && (h >> 30) % 2) {
-            CK(ndc_release(k->ch, &b) == 0, 113, "release b");
+            CK(ndc_release(k->ch, &b) == 0, 53, "release b");
             two = 0;
         }
-        CK(ndc_release(k->ch, &a) == 0, 114, "release a");
+        CK(ndc_release(k->ch, &a) == 0, 54, "release a");
         if (two)
-            CK(ndc_release(k->ch, &b) == 0, 115, "release b");
+            CK(ndc_release(k->ch, &b) == 0, 55, "release b");
         atomic_store(&me->phase, PH_IDLE);
     }
     atomic_store(&me->phase, PH_DONE);
@@ -733,27 +733,27 @@ static void kill_rounds(int target, int rounds, uint64_t seed0)
 
 Test(faults, kill_sender_between_reserve_and_commit, .timeout = TMO(120))
 {
-    kill_rounds(T_RESERVED, ROUNDS(50), 1);
+    kill_rounds(T_RESERVED, ROUNDS(100), 1);
 }
 
 Test(faults, kill_receiver_holding_loans, .timeout = TMO(120))
 {
-    kill_rounds(T_HOLDING, ROUNDS(50), 2);
+    kill_rounds(T_HOLDING, ROUNDS(100), 2);
 }
 
 Test(faults, kill_sender_asleep_on_full_channel, .timeout = TMO(120))
 {
-    kill_rounds(T_ASLEEP_FULL, ROUNDS(40), 3);
+    kill_rounds(T_ASLEEP_FULL, ROUNDS(60), 3);
 }
 
 Test(faults, kill_receiver_asleep_on_empty_channel, .timeout = TMO(120))
 {
-    kill_rounds(T_ASLEEP_EMPTY, ROUNDS(40), 4);
+    kill_rounds(T_ASLEEP_EMPTY, ROUNDS(60), 4);
 }
 
 Test(faults, kill_anyone_at_random_moment, .timeout = TMO(240))
 {
-    kill_rounds(T_RANDOM, ROUNDS(120), 5);
+    kill_rounds(T_RANDOM, ROUNDS(250), 5);
 }
 
 /* ---- detection time ----------------------------------------------------------- */
@@ -807,7 +807,7 @@ static int d_idle_sender(void *p)          /* sends one array, then lives on idl
     die_with_parent();
     int rc;
     send_tag(m->ch, 1, 5 * SEC, &rc);
-    CK(rc == 0, 130, "send: %s", ndc_strerror(rc));
+    CK(rc == 0, 70, "send: %s", ndc_strerror(rc));
     for (;;)
         pause();
 }
@@ -818,8 +818,8 @@ static int d_blocked_receiver(void *p)     /* takes that array, then waits */
     die_with_parent();
     struct ndc_array a;
     int r = ndc_acquire(m->ch, &a, 10 * SEC);
-    CK(r == 0, 131, "first acquire: %s", ndc_strerror(r));
-    CK(ndc_release(m->ch, &a) == 0, 132, "release");
+    CK(r == 0, 71, "first acquire: %s", ndc_strerror(r));
+    CK(ndc_release(m->ch, &a) == 0, 72, "release");
     atomic_store(&m->d->waiting, 1);
     m->d->rc = ndc_acquire(m->ch, &a, 10 * SEC);
     m->d->t_ret = th_now_ns();
@@ -870,8 +870,8 @@ static int d_idle_receiver(void *p)        /* receives once (a receiver), then i
     die_with_parent();
     struct ndc_array a;
     int r = ndc_acquire(m->ch, &a, 10 * SEC);
-    CK(r == 0, 140, "acquire: %s", ndc_strerror(r));
-    CK(ndc_release(m->ch, &a) == 0, 141, "release");
+    CK(r == 0, 80, "acquire: %s", ndc_strerror(r));
+    CK(ndc_release(m->ch, &a) == 0, 81, "release");
     atomic_store(&m->d->step, 1);
     for (;;)
         pause();
@@ -884,7 +884,7 @@ static int d_hoarder(void *p)              /* takes every slot on loan and keeps
     struct ndc_array a[8];
     for (int i = 0; i < 4; i++) {
         int r = ndc_acquire(m->ch, &a[i], 10 * SEC);
-        CK(r == 0, 142, "acquire %d: %s", i, ndc_strerror(r));
+        CK(r == 0, 82, "acquire %d: %s", i, ndc_strerror(r));
     }
     atomic_store(&m->d->step, 3);
     for (;;)
@@ -897,13 +897,13 @@ static int d_full_sender(void *p)
     die_with_parent();
     int rc;
     send_tag(m->ch, 1, 5 * SEC, &rc);
-    CK(rc == 0, 143, "send 1: %s", ndc_strerror(rc));
-    CK(wait_step(m->d, 2, 10000) == 0, 144, "step 2");
+    CK(rc == 0, 83, "send 1: %s", ndc_strerror(rc));
+    CK(wait_step(m->d, 2, 10000) == 0, 84, "step 2");
     for (uint64_t t = 2; t < 6; t++) {
         send_tag(m->ch, t, 5 * SEC, &rc);
-        CK(rc == 0, 145, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
+        CK(rc == 0, 85, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
     }
-    CK(wait_step(m->d, 3, 10000) == 0, 146, "step 3");
+    CK(wait_step(m->d, 3, 10000) == 0, 86, "step 3");
     atomic_store(&m->d->waiting, 1);
     send_tag(m->ch, 6, 10 * SEC, &m->d->rc);
     m->d->t_ret = th_now_ns();
@@ -953,10 +953,10 @@ static int d_full_sender2(void *p)
     struct darg *m = p;
     die_with_parent();
     int rc;
-    CK(wait_step(m->d, 1, 10000) == 0, 150, "step 1");
+    CK(wait_step(m->d, 1, 10000) == 0, 90, "step 1");
     for (uint64_t t = 2; t < 4; t++) {
         send_tag(m->ch, t, 5 * SEC, &rc);
-        CK(rc == 0, 151, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
+        CK(rc == 0, 91, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
     }
     atomic_store(&m->d->waiting, 1);
     send_tag(m->ch, 9, 10 * SEC, &m->d->rc);
@@ -1212,17 +1212,17 @@ static int mid_commit_sender(void *p)
     die_with_parent();
     int r;
     send_tag(g->ch, 1, 5 * SEC, &r);   /* the only sender of the channel */
-    CK(r == 0, 159, "send: %s", ndc_strerror(r));
+    CK(r == 0, 99, "send: %s", ndc_strerror(r));
     atomic_store(&g->m->step, 1);
-    CK(mid_wait(g->m, 2) == 0, 158, "step 2");
+    CK(mid_wait(g->m, 2) == 0, 98, "step 2");
     struct ndc_array a;
     tag_array(2, 64, &a, NULL);
     r = ndc_reserve(g->ch, &a, 5 * SEC);
-    CK(r == 0, 160, "reserve: %s", ndc_strerror(r));
+    CK(r == 0, 100, "reserve: %s", ndc_strerror(r));
     th_fill(a.data, ndc_array_nbytes(&a), 2);
     /* what ndc_commit and the queue push do, up to the point of death */
     unsigned char *base = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, ndc_fd(g->ch), 0);
-    CK(base != MAP_FAILED, 161, "mmap");
+    CK(base != MAP_FAILED, 101, "mmap");
     struct ndc__ctrl *c = (struct ndc__ctrl *)base;
     struct ndc__geometry geo;
     ndc__geometry(&geo, c->nslots, c->slot_bytes, c->flags);
@@ -1231,10 +1231,10 @@ static int mid_commit_sender(void *p)
     for (slot = 0; slot < geo.nslots; slot++)
         if (NDC__STATE(atomic_load(&slots[slot].state)) == NDC__RESERVED)
             break;
-    CK(slot < geo.nslots, 162, "no reserved slot");
+    CK(slot < geo.nslots, 102, "no reserved slot");
     fake_commit_header(&slots[slot], &a);
     uint32_t none = 0;
-    CK(atomic_compare_exchange_strong(&c->lock, &none, (uint32_t)getpid()), 163, "lock busy");
+    CK(atomic_compare_exchange_strong(&c->lock, &none, (uint32_t)getpid()), 103, "lock busy");
     uint64_t seq = atomic_load(&c->sent);
     slots[slot].seq = seq;
     atomic_store(&c->sent, seq + 1);
@@ -1403,4 +1403,796 @@ Test(faults, lock_live_holder_never_lets_go, .timeout = 60)
     t0 = th_now_ns();
     ndc_free(ch);
     cr_assert_lt(th_now_ns() - t0, 50 * MS);
+}
+
+/* ---- scribbled segments ---------------------------------------------------------- */
+
+enum { SR_CTRL_HOT, SR_CTRL_GEOM, SR_IDX, SR_PEERS, SR_SLOTS, SR_ALL, SR_N };
+static const char *const sr_name[SR_N] = { "control block past the geometry", "geometry lines",
+                                           "index arrays", "peer table", "slot table", "everything" };
+
+static void sr_range(const struct seg *s, int region, size_t *from, size_t *to)
+{
+    size_t idx_end = NDC__IDX_OFF + 4ull * s->g.nslots;
+    switch (region) {
+    case SR_CTRL_HOT:  *from = offsetof(struct ndc__ctrl, sleepers); *to = idx_end; break;
+    case SR_CTRL_GEOM: *from = 0; *to = offsetof(struct ndc__ctrl, sleepers); break;
+    case SR_IDX:       *from = NDC__IDX_OFF; *to = idx_end; break;
+    case SR_PEERS:     *from = s->g.peers_off; *to = s->g.peers_off + 8 * sizeof(struct ndc__peer); break;
+    case SR_SLOTS:     *from = s->g.table_off; *to = s->g.table_off + s->g.nslots * sizeof(struct ndc__slot); break;
+    default:           *from = 0; *to = s->g.table_off + s->g.nslots * sizeof(struct ndc__slot); break;
+    }
+}
+
+/* Values that pass some checks and fail others. */
+static uint64_t plausible(uint64_t *rs, uint32_t nslots)
+{
+    const uint64_t v[] = { 0, 1, 2, 3, 4, nslots - 1, nslots, nslots + 1, 0xffff, 0x7fffffff, 0x80000000u,
+                           0xffffffffu, ~0ull, (uint64_t)getpid(), NDC__WORD(NDC__FREE, 0),
+                           NDC__WORD(NDC__READY, 0), NDC__WORD(NDC__RESERVED, 1), NDC__WORD(NDC__LOANED, 2),
+                           NDC__WORD(NDC__READY, 200), 1ull << 40, 1ull << 62, (uint64_t)INT64_MIN };
+    return v[rnd(rs) % (sizeof v / sizeof v[0])];
+}
+
+static void scribble(struct seg *s, int region, uint64_t *rs)
+{
+    size_t from, to;
+    sr_range(s, region, &from, &to);
+    size_t len = to - from;
+    unsigned char *p = s->base + from;
+    switch (rnd(rs) % 3) {
+    case 0:   /* every byte */
+        for (size_t i = 0; i < len; i++)
+            p[i] = (unsigned char)rnd(rs);
+        break;
+    case 1:   /* a few bytes */
+        for (int n = 1 + (int)(rnd(rs) % 16); n > 0; n--)
+            p[rnd(rs) % len] = (unsigned char)rnd(rs);
+        break;
+    default:  /* a few aligned words, plausible values */
+        for (int n = 1 + (int)(rnd(rs) % 8); n > 0; n--) {
+            size_t off = (rnd(rs) % (len / 4)) * 4;
+            uint64_t v = plausible(rs, s->g.nslots);
+            if (off % 8 == 0 && off + 8 <= len && (rnd(rs) & 1))
+                memcpy(p + off, &v, 8);
+            else
+                memcpy(p + off, &v, 4);
+        }
+        break;
+    }
+}
+
+struct sarg { ndc_chan *ch; struct seg *s; int region; uint64_t seed; int64_t *worst; };
+
+#define SC_TMO (50 * MS)
+#define SC_SLACK (250 * MS)
+/* A call after the scribble: 0 or a negative errno, within its time. */
+#define SCALL(var, call, limit) do {                                                          \
+        int64_t t0_ = th_now_ns();                                                            \
+        var = (call);                                                                         \
+        int64_t dt_ = th_now_ns() - t0_;                                                      \
+        CK(var <= 0, 110, "%s returned %d", #call, var);                                      \
+        CK(dt_ <= (limit), 111, "%s took %lld ms (limit %lld ms): %d (%s)", #call,            \
+           (long long)(dt_ / MS), (long long)((limit) / MS), var, ndc_strerror(var));         \
+        if ((limit) >= SC_TMO && dt_ - SC_TMO > *g->worst)                                    \
+            *g->worst = dt_ - SC_TMO;                                                         \
+    } while (0)
+
+/* An acquired array must lie in the payload and be readable to its end. */
+static int sane_loan(const struct seg *s, const struct ndc_array *a)
+{
+    const unsigned char *lo = s->base + s->g.payload_off, *hi = s->base + s->g.total_size;
+    (void)lo; (void)hi;
+    size_t n = ndc_array_nbytes(a);
+    if (a->ndim < 0 || a->ndim > NDC_MAX_DIMS || n == SIZE_MAX || n > s->g.slot_bytes)
+        return 0;
+    volatile unsigned char sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum ^= ((const unsigned char *)a->data)[i];
+    (void)sum;
+    return 1;
+}
+
+static int scribble_child(void *p)
+{
+    struct sarg *g = p;
+    die_with_parent();
+    ndc_chan *ch = g->ch;
+    uint64_t rs = g->seed;
+    int r;
+    /* join first, holding a loan and a reservation when it can */
+    struct ndc_array loan, res, a;
+    unsigned char buf[4096];
+    int have_loan = ndc_acquire(ch, &loan, 0) == 0;
+    tag_array(77, 4096, &res, NULL);
+    int have_res = ndc_reserve(ch, &res, 0) == 0;
+
+    scribble(g->s, g->region, &rs);
+    if (rnd(&rs) % 4 == 0)
+        scribble(g->s, (int)(rnd(&rs) % SR_N), &rs);
+    /* Calls without a timeout (commit, release) wait for the lock until its
+     * holder counts as stuck (2 s, lock.c) when the word names a live
+     * process (this one included: the lock is per process). */
+    uint32_t holder = atomic_load(&g->s->c->lock) & ~NDC__LOCK_WAITERS;
+    int64_t nt_limit = holder && ndc__pid_alive((int32_t)holder, 0) ? 2 * SEC + SC_SLACK : SC_SLACK;
+
+    if (have_res)
+        SCALL(r, ndc_commit(ch, &res), nt_limit);
+    if (have_loan) {
+        SCALL(r, ndc_release(ch, &loan), nt_limit);
+    }
+    tag_array(78, 4096, &a, NULL);
+    SCALL(r, ndc_reserve(ch, &a, SC_TMO), SC_TMO + SC_SLACK);
+    if (r == 0) {
+        memset(a.data, 0x5a, ndc_array_nbytes(&a));
+        SCALL(r, ndc_commit(ch, &a), SC_SLACK);
+    }
+    SCALL(r, ndc_acquire(ch, &a, SC_TMO), SC_TMO + SC_SLACK);
+    if (r == 0) {
+        CK(sane_loan(g->s, &a), 112, "acquired an array outside its slot");
+        SCALL(r, ndc_release(ch, &a), SC_SLACK);
+    }
+    tag_array(79, sizeof buf, &a, buf);
+    SCALL(r, ndc_send(ch, &a, SC_TMO), SC_TMO + SC_SLACK);
+    a.data = buf;
+    SCALL(r, ndc_recv(ch, &a, sizeof buf, SC_TMO), SC_TMO + SC_SLACK);
+    SCALL(r, ndc_acquire(ch, &a, 0), SC_SLACK);
+    if (r == 0) {
+        CK(sane_loan(g->s, &a), 113, "acquired an array outside its slot");
+        SCALL(r, ndc_release(ch, &a), SC_SLACK);
+    }
+    struct ndc_stat st;
+    SCALL(r, ndc_stat(ch, &st), 100 * MS);
+    CK(r == 0 || r == -EBADMSG, 114, "stat: %d", r);
+    if (r == 0)
+        CK(st.free + st.ready + st.loaned == st.slots, 115, "stat %u+%u+%u != %u", st.free, st.ready, st.loaned,
+           st.slots);
+    ndc_chan *h2 = NULL;
+    SCALL(r, ndc_open_fd(&h2, ndc_fd(ch), 0), SEC + SC_SLACK);   /* joining waits for the lock 1 s at most */
+    if (r == 0) {
+        int64_t t0 = th_now_ns();
+        ndc_free(h2);
+        CK(th_now_ns() - t0 < 100 * MS, 116, "ndc_free of a 2nd handle took %lld ms",
+           (long long)((th_now_ns() - t0) / MS));
+    } else {
+        CK(r == -EPROTO || r == -EBADMSG || r == -EUSERS || r == -ETIMEDOUT, 117, "open_fd: %d (%s)", r,
+           ndc_strerror(r));
+    }
+    SCALL(r, ndc_close(ch), 100 * MS);
+    int64_t t0 = th_now_ns();
+    ndc_free(ch);
+    CK(th_now_ns() - t0 < 100 * MS, 118, "ndc_free took %lld ms", (long long)((th_now_ns() - t0) / MS));
+    return 0;
+}
+
+static void scribble_rounds(int region, int rounds)
+{
+    int64_t *worst = shared_alloc(sizeof *worst);
+    uint64_t base = mix64((uint64_t)th_now_ns() ^ (uint64_t)region);
+    int64_t t_start = th_now_ns();
+    for (int i = 0; i < rounds; i++) {
+        uint64_t seed = mix64(base + (uint64_t)i);
+        ndc_chan *ch = mkchan(4, 4096);
+        struct seg s;
+        seg_map(&s, ch);
+        int rc;
+        /* 0 to 4 arrays ready: the child's waits meet empty, full and busy channels */
+        for (uint64_t t = 1; t <= seed % 5; t++) {
+            send_tag(ch, t, 0, &rc);
+            th_ok(rc);
+        }
+        struct sarg g = { ch, &s, region, seed, worst };
+        pid_t p = th_fork(scribble_child, &g);
+        int st = th_wait(p, 20000);
+        cr_assert_eq(st, 0, "%s, seed %#llx: the child %s %d", sr_name[region], (unsigned long long)seed,
+                     st > 128 ? "was killed by signal" : st < 0 ? "hung; status" : "exited with",
+                     st > 128 ? st - 128 : st);
+        struct ndc_stat sst;
+        int64_t t0 = th_now_ns();
+        rc = ndc_stat(ch, &sst);
+        cr_assert(rc == 0 || rc == -EBADMSG, "stat after the scribble: %d", rc);
+        ndc_close(ch);
+        ndc_free(ch);
+        cr_assert_lt(th_now_ns() - t0, 100 * MS, "stat/close/free took %lld ms", (long long)((th_now_ns() - t0) / MS));
+        seg_unmap(&s);
+    }
+    fprintf(stderr, "[scribble %s] %d rounds in %.1f s; worst overshoot of a 50 ms timeout: %.1f ms\n",
+            sr_name[region], rounds, (th_now_ns() - t_start) / 1e9, *worst / 1e6);
+    munmap(worst, sizeof *worst);
+}
+
+Test(faults, scribble_control_block, .timeout = TMO(120)) { scribble_rounds(SR_CTRL_HOT, ROUNDS(60)); }
+Test(faults, scribble_geometry_lines_live, .timeout = TMO(120)) { scribble_rounds(SR_CTRL_GEOM, ROUNDS(20)); }
+Test(faults, scribble_index_arrays, .timeout = TMO(120)) { scribble_rounds(SR_IDX, ROUNDS(50)); }
+Test(faults, scribble_peer_table, .timeout = TMO(120)) { scribble_rounds(SR_PEERS, ROUNDS(50)); }
+Test(faults, scribble_slot_table, .timeout = TMO(120)) { scribble_rounds(SR_SLOTS, ROUNDS(60)); }
+Test(faults, scribble_everything, .timeout = TMO(120)) { scribble_rounds(SR_ALL, ROUNDS(60)); }
+
+/* Attaching to a segment whose magic or geometry was scribbled. */
+static int open_copy(const unsigned char *img, size_t len, size_t file_len, ndc_chan **out)
+{
+    int fd = memfd_create("faults", MFD_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(ftruncate(fd, (off_t)file_len), 0);
+    cr_assert_eq(pwrite(fd, img, len < file_len ? len : file_len, 0), (ssize_t)(len < file_len ? len : file_len));
+    int r = ndc_open_fd(out, fd, 0);
+    close(fd);
+    return r;
+}
+
+Test(faults, scribbled_geometry_rejected_at_attach, .timeout = 60)
+{
+    ndc_chan *ch = mkchan(4, 4096);
+    struct seg s;
+    seg_map(&s, ch);
+    size_t hdr = s.g.payload_off;   /* control, peers, slot table */
+    unsigned char *img = malloc(hdr), *orig = malloc(hdr);
+    memcpy(orig, s.base, hdr);
+    ndc_chan *h = NULL;
+    /* the pristine copy attaches */
+    th_ok(open_copy(orig, hdr, s.g.total_size, &h));
+    ndc_free(h);
+    struct { size_t off, width; uint64_t val; int want; const char *what; } cases[] = {
+        { offsetof(struct ndc__ctrl, magic), 8, 0, -EPROTO, "magic 0" },
+        { offsetof(struct ndc__ctrl, magic), 8, NDC__MAGIC + 1, -EPROTO, "magic + 1" },
+        { offsetof(struct ndc__ctrl, layout), 4, 2, -EPROTO, "layout 2" },
+        { offsetof(struct ndc__ctrl, layout), 4, 0, -EPROTO, "layout 0" },
+        { offsetof(struct ndc__ctrl, flags), 4, 1u << 5, -EBADMSG, "unknown flag" },
+        { offsetof(struct ndc__ctrl, flags), 4, NDC_HUGEPAGES, -EBADMSG, "hugepages flag (other alignment)" },
+        { offsetof(struct ndc__ctrl, nslots), 4, 0, -EBADMSG, "0 slots" },
+        { offsetof(struct ndc__ctrl, nslots), 4, 5, -EBADMSG, "5 slots" },
+        { offsetof(struct ndc__ctrl, nslots), 4, 3, -EBADMSG, "3 slots" },
+        { offsetof(struct ndc__ctrl, nslots), 4, NDC_MAX_SLOTS + 1, -EBADMSG, "too many slots" },
+        { offsetof(struct ndc__ctrl, nslots), 4, 0xffffffffu, -EBADMSG, "2^32-1 slots" },
+        { offsetof(struct ndc__ctrl, max_peers), 4, NDC_MAX_PEERS + 1, -EBADMSG, "max_peers + 1" },
+        { offsetof(struct ndc__ctrl, max_peers), 4, 0, -EBADMSG, "max_peers 0" },
+        { offsetof(struct ndc__ctrl, slot_bytes), 8, 4097, -EBADMSG, "slot_bytes + 1" },
+        { offsetof(struct ndc__ctrl, slot_bytes), 8, NDC_MAX_SLOT_BYTES + 1, -EBADMSG, "slot_bytes too big" },
+        { offsetof(struct ndc__ctrl, slot_bytes), 8, ~0ull, -EBADMSG, "slot_bytes 2^64-1" },
+        { offsetof(struct ndc__ctrl, slot_stride), 8, 8192, -EBADMSG, "slot_stride" },
+        { offsetof(struct ndc__ctrl, peers_off), 8, 0, -EBADMSG, "peers_off 0" },
+        { offsetof(struct ndc__ctrl, table_off), 8, 1ull << 60, -EBADMSG, "table_off huge" },
+        { offsetof(struct ndc__ctrl, payload_off), 8, 4096, -EBADMSG, "payload_off" },
+        { offsetof(struct ndc__ctrl, total_size), 8, 1ull << 50, -EBADMSG, "total_size huge" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(img, orig, hdr);
+        memcpy(img + cases[i].off, &cases[i].val, cases[i].width);
+        int r = open_copy(img, hdr, s.g.total_size, &h);
+        cr_assert_eq(r, cases[i].want, "%s: open_fd = %d (%s), want %d", cases[i].what, r, ndc_strerror(r),
+                     cases[i].want);
+    }
+    /* a geometry consistent in itself, but bigger than the file */
+    struct ndc__geometry g8;
+    ndc__geometry(&g8, 8, 4096, 0);
+    memcpy(img, orig, hdr);
+    struct ndc__ctrl *c = (struct ndc__ctrl *)img;
+    c->nslots = 8; c->peers_off = g8.peers_off; c->table_off = g8.table_off;
+    c->payload_off = g8.payload_off; c->total_size = g8.total_size;
+    th_expect(open_copy(img, hdr, s.g.total_size, &h), -EBADMSG);
+    /* truncated files */
+    const size_t cuts[] = { 0, 8, sizeof(struct ndc__ctrl) - 1 };
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++)
+        th_expect(open_copy(orig, hdr, cuts[i], &h), -EPROTO);
+    const size_t cuts2[] = { sizeof(struct ndc__ctrl), s.g.peers_off, s.g.payload_off, s.g.total_size - 1 };
+    for (size_t i = 0; i < sizeof cuts2 / sizeof cuts2[0]; i++)
+        th_expect(open_copy(orig, hdr, cuts2[i], &h), -EBADMSG);
+    /* random bytes over the validated fields */
+    uint64_t rs = (uint64_t)th_now_ns();
+    for (int round = 0; round < ROUNDS(300); round++) {
+        memcpy(img, orig, hdr);
+        size_t end = offsetof(struct ndc__ctrl, spin_ns);
+        if (rnd(&rs) & 1) {
+            for (size_t j = 0; j < end; j++)
+                img[j] = (unsigned char)rnd(&rs);
+        } else {
+            size_t j = rnd(&rs) % end;
+            unsigned char b = (unsigned char)rnd(&rs);
+            img[j] = b == orig[j] ? (unsigned char)~b : b;
+        }
+        int r = open_copy(img, hdr, s.g.total_size, &h);
+        if (r == 0) {   /* only a change the geometry does not depend on (flags bit 1: populate) */
+            ndc_free(h);
+            continue;
+        }
+        cr_assert(r == -EPROTO || r == -EBADMSG, "round %d: open_fd = %d (%s)", round, r, ndc_strerror(r));
+    }
+    /* the live handle keeps its own copy of the geometry: scribbling the
+     * segment's does not disturb it */
+    for (size_t j = 0; j < offsetof(struct ndc__ctrl, sleepers); j++)
+        s.base[j] = (unsigned char)rnd(&rs);
+    th_expect(ndc_open_fd(&h, ndc_fd(ch), 0), atomic_load(&s.c->magic) == NDC__MAGIC ? -EBADMSG : -EPROTO);
+    roundtrip(ch, 3, "after scribbling the geometry of a live channel");
+    free(img);
+    free(orig);
+    seg_unmap(&s);
+    ndc_free(ch);
+}
+
+/* Peer entries left in a garbage state by dead processes: they are dead
+ * attachments like any other, so a new process can still attach. */
+Test(faults, garbage_peer_states_do_not_lock_out_attachers, .timeout = 30)
+{
+    ndc_chan *ch = mkchan(2, 64);
+    struct seg s;
+    seg_map(&s, ch);
+    pid_t gone = dead_pid();
+    /* leave our own entry alone, fill every other one */
+    for (uint32_t i = 0; i < s.g.max_peers; i++) {
+        if (s.peers[i].pid == getpid())
+            continue;
+        atomic_store(&s.peers[i].state, 7 + i % 5);
+        s.peers[i].pid = gone;
+    }
+    atomic_store(&s.c->peers_hw, s.g.max_peers);
+    ndc_chan *h = NULL;
+    int r = ndc_open_fd(&h, ndc_fd(ch), 0);
+    cr_assert_eq(r, 0, "attach with every other peer entry in a garbage state (pids dead): %d (%s) %s", r,
+                 ndc_strerror(r), ndc_last_error());
+    ndc_free(h);
+    roundtrip(ch, 1, "after the garbage peer table");
+    seg_unmap(&s);
+    ndc_free(ch);
+}
+
+/* ---- hostile slot headers ------------------------------------------------------- */
+
+struct hostile { const char *what; int bad; void (*apply)(struct ndc__slot *h); };
+
+static void h_dtype0(struct ndc__slot *h) { h->dtype = 0; }
+static void h_dtype16(struct ndc__slot *h) { h->dtype = NDC_DTYPE_LAST + 1; }
+static void h_dtype_max(struct ndc__slot *h) { h->dtype = 0xffffffffu; }
+static void h_ndim33(struct ndc__slot *h) { h->ndim = 33; }
+static void h_ndim_m1(struct ndc__slot *h) { h->ndim = -1; }
+static void h_ndim_min(struct ndc__slot *h) { h->ndim = INT32_MIN; }
+static void h_ndim_max(struct ndc__slot *h) { h->ndim = INT32_MAX; }
+static void h_neg_extent(struct ndc__slot *h) { h->ndim = 1; h->dtype = NDC_U8; h->shape[0] = -1; h->nbytes = 0; }
+static void h_neg_extent2(struct ndc__slot *h)
+{
+    h->ndim = 2; h->dtype = NDC_U8; h->shape[0] = INT64_MIN; h->shape[1] = -1; h->nbytes = 0;
+}
+static void h_overflow_wraps0(struct ndc__slot *h)
+{   /* 2^32 * 2^32 wraps to 0 in 64 bits */
+    h->ndim = 2; h->dtype = NDC_U8; h->shape[0] = 1ll << 32; h->shape[1] = 1ll << 32; h->nbytes = 0;
+}
+static void h_overflow_item(struct ndc__slot *h)
+{   /* 2^61 float64s: 2^64 bytes, 0 modulo 2^64 */
+    h->ndim = 1; h->dtype = NDC_F64; h->shape[0] = 1ll << 61; h->nbytes = 0;
+}
+static void h_overflow_max(struct ndc__slot *h)
+{
+    h->ndim = 3; h->dtype = NDC_C128; h->shape[0] = INT64_MAX; h->shape[1] = INT64_MAX; h->shape[2] = 2;
+    h->nbytes = 4096;
+}
+static void h_too_big(struct ndc__slot *h) { h->ndim = 1; h->dtype = NDC_F64; h->shape[0] = 513; h->nbytes = 4104; }
+static void h_nbytes_plus(struct ndc__slot *h) { h->nbytes += 1; }
+static void h_nbytes_minus(struct ndc__slot *h) { h->nbytes -= 1; }
+static void h_nbytes_huge(struct ndc__slot *h) { h->nbytes = ~0ull; }
+static void h_zero_extent(struct ndc__slot *h) { h->ndim = 2; h->shape[0] = 0; h->shape[1] = 5; h->nbytes = 8; }
+static void h_ok_tail_garbage(struct ndc__slot *h)
+{   /* entries past ndim and the strides are never read */
+    for (int i = h->ndim; i < NDC_MAX_DIMS; i++)
+        h->shape[i] = -1;
+    for (int i = 0; i < NDC_MAX_DIMS; i++)
+        h->strides[i] = INT64_MIN;
+}
+static void h_ok_full_slot(struct ndc__slot *h) { h->ndim = 1; h->dtype = NDC_F64; h->shape[0] = 512; h->nbytes = 4096; }
+static void h_ok_empty(struct ndc__slot *h) { h->ndim = 2; h->dtype = NDC_F64; h->shape[0] = 0; h->shape[1] = 1ll << 62; h->nbytes = 0; }
+
+static const struct hostile hostiles[] = {
+    { "unknown dtype 0", 1, h_dtype0 }, { "unknown dtype 16", 1, h_dtype16 },
+    { "dtype 2^32-1", 1, h_dtype_max }, { "ndim 33", 1, h_ndim33 }, { "ndim -1", 1, h_ndim_m1 },
+    { "ndim INT32_MIN", 1, h_ndim_min }, { "ndim INT32_MAX", 1, h_ndim_max },
+    { "negative extent", 1, h_neg_extent }, { "INT64_MIN extent", 1, h_neg_extent2 },
+    { "shape product wraps to 0", 1, h_overflow_wraps0 }, { "bytes wrap to 0", 1, h_overflow_item },
+    { "shape product overflows", 1, h_overflow_max }, { "shape larger than the slot", 1, h_too_big },
+    { "nbytes + 1", 1, h_nbytes_plus }, { "nbytes - 1", 1, h_nbytes_minus }, { "nbytes 2^64-1", 1, h_nbytes_huge },
+    { "zero extent, nbytes 8", 1, h_zero_extent },
+    { "garbage past ndim and in strides (valid)", 0, h_ok_tail_garbage },
+    { "exactly slot_bytes (valid)", 0, h_ok_full_slot }, { "empty with a huge extent (valid)", 0, h_ok_empty },
+};
+
+/* A READY slot whose header was tampered with: ndc_acquire / ndc_recv give
+ * -EBADMSG, the slot goes back to the free pool, the next array comes. */
+Test(faults, hostile_slot_headers, .timeout = 60)
+{
+    for (size_t i = 0; i < sizeof hostiles / sizeof hostiles[0]; i++) {
+        for (int use_recv = 0; use_recv < 2; use_recv++) {
+            const struct hostile *hv = &hostiles[i];
+            ndc_chan *ch = mkchan(4, 4096);
+            struct seg s;
+            seg_map(&s, ch);
+            int rc;
+            struct ndc_array a;
+            unsigned char buf[4096];
+            int64_t shp[1] = { 100 };
+            ndc_array_init(&a, NDC_F64, 1, shp, buf);
+            th_fill(buf, 800, 1);
+            a.tag = 1;
+            th_ok(ndc_send(ch, &a, 0));
+            send_tag(ch, 2, 0, &rc);
+            th_ok(rc);
+            int slot = ready_slot_of_seq(&s, 0);
+            cr_assert_geq(slot, 0);
+            hv->apply(&s.slots[slot]);
+            struct ndc_array g;
+            g.data = buf;
+            rc = use_recv ? ndc_recv(ch, &g, sizeof buf, 0) : ndc_acquire(ch, &g, 0);
+            if (hv->bad) {
+                cr_assert_eq(rc, -EBADMSG, "%s (%s): %d (%s), want -EBADMSG", hv->what,
+                             use_recv ? "recv" : "acquire", rc, ndc_strerror(rc));
+                struct ndc_stat st = getstat(ch);
+                cr_assert(st.free == 3 && st.ready == 1 && st.loaned == 0,
+                          "%s: after -EBADMSG free %u ready %u loaned %u (the slot must be free again)",
+                          hv->what, st.free, st.ready, st.loaned);
+            } else {
+                cr_assert_eq(rc, 0, "%s: %d (%s) %s", hv->what, rc, ndc_strerror(rc), ndc_last_error());
+                cr_assert_eq(g.tag, 1);
+                size_t item = ndc_dtype_size(g.dtype);
+                int64_t want = (int64_t)item;
+                for (int d = g.ndim - 1; d >= 0; d--) {
+                    cr_assert_eq(g.strides[d], want, "%s: strides are derived, not read", hv->what);
+                    want *= g.shape[d] ? g.shape[d] : 1;
+                }
+                if (!use_recv)
+                    th_ok(ndc_release(ch, &g));
+            }
+            g.data = buf;
+            rc = use_recv ? ndc_recv(ch, &g, sizeof buf, 0) : ndc_acquire(ch, &g, 0);
+            cr_assert_eq(rc, 0, "%s: the next array: %d (%s)", hv->what, rc, ndc_strerror(rc));
+            cr_assert_eq(g.tag, 2, "%s: the next array has tag %llu", hv->what, (unsigned long long)g.tag);
+            char msg[200];
+            cr_assert_eq(tag_check(&g, 64, msg, sizeof msg), 0, "%s", msg);
+            if (!use_recv)
+                th_ok(ndc_release(ch, &g));
+            struct ndc_stat st = getstat(ch);
+            cr_assert(st.free == 4 && st.loaned == 0 && st.ready == 0, "%s: end free %u", hv->what, st.free);
+            seg_unmap(&s);
+            ndc_free(ch);
+        }
+    }
+}
+
+/* Corrupt queue entries: an index out of range, a ring entry naming a FREE
+ * slot, a count far too big, a garbage state word. -EBADMSG once (the queues
+ * are rebuilt from the slot states), then the arrays come in order. */
+Test(faults, hostile_queue_entries, .timeout = 60)
+{
+    for (int variant = 0; variant < 6; variant++) {
+        ndc_chan *ch = mkchan(4, 64);
+        struct seg s;
+        seg_map(&s, ch);
+        int rc;
+        for (uint64_t t = 1; t <= 2; t++) {
+            send_tag(ch, t, 0, &rc);
+            th_ok(rc);
+        }
+        uint32_t n = s.g.nslots, head = s.c->ready_head % n;
+        switch (variant) {
+        case 0: s.ready_idx[head] = 0xffff; break;
+        case 1: s.ready_idx[head] = (uint16_t)ready_slot_of_seq(&s, 1) ^ 3; break;   /* a FREE slot */
+        case 2: atomic_store(&s.c->sem[NDC__SIDE_READY].count, 0x7fffffff); break;
+        case 3: s.free_idx[1] = 0xfff0; break;
+        case 4: atomic_store(&s.slots[ready_slot_of_seq(&s, 0)].state, 0xdeadbeefcafe); break;
+        case 5: s.c->ready_head = 0xffffffffu; break;
+        }
+        struct ndc_array g;
+        int bad = 0;
+        for (uint64_t t = 1; t <= 2; t++) {
+            rc = ndc_acquire(ch, &g, 0);
+            if (rc == -EBADMSG && !bad) {
+                bad = 1;
+                rc = ndc_acquire(ch, &g, 0);
+            }
+            if (variant == 4 && t == 1) {
+                /* the array's state word was destroyed: it is gone, not delivered */
+                cr_assert(rc == 0 && g.tag == 2, "variant 4: %d (%s) tag %llu", rc, ndc_strerror(rc),
+                          (unsigned long long)g.tag);
+                th_ok(ndc_release(ch, &g));
+                break;
+            }
+            cr_assert_eq(rc, 0, "variant %d, array %llu: %d (%s) %s", variant, (unsigned long long)t, rc,
+                         ndc_strerror(rc), ndc_last_error());
+            cr_assert_eq(g.tag, t, "variant %d: tag %llu, want %llu", variant, (unsigned long long)g.tag,
+                         (unsigned long long)t);
+            th_ok(ndc_release(ch, &g));
+        }
+        /* the free side too */
+        struct ndc_array r[4];
+        int got = 0;
+        for (int i = 0; i < 5; i++) {
+            tag_array(10 + (uint64_t)i, 64, &r[got], NULL);
+            rc = ndc_reserve(ch, &r[got], 0);
+            if (rc == -EBADMSG)
+                continue;
+            if (rc == -EAGAIN)
+                break;
+            cr_assert_eq(rc, 0, "variant %d: reserve: %d (%s)", variant, rc, ndc_strerror(rc));
+            got++;
+            if (got == 4)
+                break;
+        }
+        cr_assert_eq(got, 4, "variant %d: %d slots reserved of 4", variant, got);
+        for (int i = 0; i < got; i++)
+            th_ok(ndc_commit(ch, &r[i]));
+        struct ndc_stat st = getstat(ch);
+        cr_assert(st.ready == 4 && st.free == 0 && st.loaned == 0, "variant %d: ready %u", variant, st.ready);
+        seg_unmap(&s);
+        ndc_free(ch);
+    }
+}
+
+/* ---- permissions ------------------------------------------------------------------ */
+
+Test(faults, named_segment_is_0600_and_exclusive, .timeout = 30)
+{
+    const char *name = th_unique_name("perm");
+    mode_t old = umask(0);   /* whatever the umask, the mode is the library's */
+    ndc_chan *ch = NULL;
+    int r = ndc_create(&ch, name, NULL);
+    umask(old);
+    th_ok(r);
+    struct stat st;
+    cr_assert_eq(fstat(ndc_fd(ch), &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0600, "named segment mode %o, want 0600", st.st_mode & 07777);
+    cr_assert_eq(st.st_uid, getuid());
+    ndc_chan *again = NULL;
+    th_expect(ndc_create(&again, name, NULL), -EEXIST);
+    th_ok(ndc_unlink(name));
+    ndc_free(ch);
+}
+
+Test(faults, anonymous_segment_sealed, .timeout = 30)
+{
+    ndc_chan *ch = mkchan(2, 4096);
+    int fd = ndc_fd(ch);
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    int seals = fcntl(fd, F_GET_SEALS);
+    cr_assert_eq(seals & (F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL), F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
+                 "seals %#x", seals);
+    errno = 0;
+    cr_assert_neq(ftruncate(fd, st.st_size / 2), 0, "shrinking the segment worked");
+    cr_assert_eq(errno, EPERM);
+    errno = 0;
+    cr_assert_neq(ftruncate(fd, st.st_size * 2), 0, "growing the segment worked");
+    cr_assert_eq(errno, EPERM);
+    cr_assert_neq(ftruncate(fd, 0), 0);
+    errno = 0;
+    cr_assert_neq(fallocate(fd, 0, st.st_size, 4096), 0, "fallocate past the end worked");
+    cr_assert_eq(errno, EPERM);
+    /* no seal can be added or taken away any more */
+    errno = 0;
+    cr_assert_neq(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE), 0, "adding a seal worked");
+    cr_assert_eq(errno, EPERM);
+    cr_assert_eq(fcntl(fd, F_GET_SEALS), seals);
+    /* the same through a descriptor of another process's kind: /proc/self/fd */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int fd2 = open(path, O_RDWR);
+    cr_assert_geq(fd2, 0);
+    cr_assert_neq(ftruncate(fd2, 4096), 0);
+    close(fd2);
+    struct stat st2;
+    cr_assert_eq(fstat(fd, &st2), 0);
+    cr_assert_eq(st2.st_size, st.st_size);
+    roundtrip(ch, 1, "after the resize attempts");
+    ndc_free(ch);
+}
+
+static ndc_chan *rdonly_with_loan(struct ndc_array *a, ndc_chan **owner)
+{
+    ndc_chan *ch = mkchan(2, 4096);
+    int rc;
+    send_tag(ch, 1, 0, &rc);
+    th_ok(rc);
+    ndc_chan *ro = NULL;
+    th_ok(ndc_open_fd(&ro, ndc_fd(ch), NDC_RDONLY));
+    th_ok(ndc_acquire(ro, a, 0));
+    cr_assert_eq(a->tag, 1);
+    *owner = ch;
+    return ro;
+}
+
+Test(faults, rdonly_handle_reads_but_cannot_send, .timeout = 30)
+{
+    struct ndc_array a;
+    ndc_chan *ch, *ro = rdonly_with_loan(&a, &ch);
+    char msg[200];
+    cr_assert_eq(tag_check(&a, 64, msg, sizeof msg), 0, "%s", msg);   /* reading works */
+    struct ndc_array b;
+    tag_array(2, 64, &b, NULL);
+    th_expect(ndc_reserve(ro, &b, 0), -EPERM);
+    unsigned char buf[64];
+    tag_array(2, 64, &b, buf);
+    th_expect(ndc_send(ro, &b, 0), -EPERM);
+    th_ok(ndc_release(ro, &a));
+    ndc_free(ro);
+    ndc_free(ch);
+}
+
+/* A receive-only handle's payload is mapped read-only: writing faults. */
+Test(faults, rdonly_payload_write_faults, .timeout = 30, .signal = SIGSEGV)
+{
+    struct ndc_array a;
+    ndc_chan *ch, *ro = rdonly_with_loan(&a, &ch);
+    (void)ch;
+    (void)ro;
+    ((volatile unsigned char *)a.data)[0] = 0x42;
+    cr_assert_fail("writing into a receive-only loan did not fault");
+}
+
+/* ---- signals -------------------------------------------------------------------------- */
+
+static _Atomic int sig_count;
+static void on_sig(int sig) { (void)sig; atomic_fetch_add(&sig_count, 1); }
+
+struct kicker { ndc_chan *ch; pthread_t target; int field; _Atomic int done; };
+
+/* Signal the target thread every 5 ms once it sleeps, until its call returns. */
+static void *kicker_main(void *p)
+{
+    struct kicker *k = p;
+    while (!atomic_load(&k->done)) {
+        struct ndc_stat st;
+        if (ndc_stat(k->ch, &st) == 0 && (k->field ? st.senders_waiting : st.receivers_waiting))
+            pthread_kill(k->target, SIGUSR1);
+        usleep(5000);
+    }
+    return NULL;
+}
+
+static void eintr_case(int sender_side)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sig;   /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    ndc_chan *ch = mkchan(2, 64);
+    int rc;
+    if (sender_side)
+        for (uint64_t t = 1; t <= 2; t++) {
+            send_tag(ch, t, 0, &rc);
+            th_ok(rc);
+        }
+    struct seg s;
+    seg_map(&s, ch);
+    for (int round = 0; round < 5; round++) {
+        struct kicker k = { ch, pthread_self(), sender_side, 0 };
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, kicker_main, &k), 0);
+        int64_t t0 = th_now_ns();
+        struct ndc_array a;
+        unsigned char buf[64];
+        if (sender_side) {
+            tag_array(9, 64, &a, buf);
+            rc = round % 2 ? ndc_send(ch, &a, 10 * SEC) : ndc_reserve(ch, &a, 10 * SEC);
+        } else {
+            a.data = buf;
+            rc = round % 2 ? ndc_recv(ch, &a, sizeof buf, 10 * SEC) : ndc_acquire(ch, &a, 10 * SEC);
+        }
+        int64_t dt = th_now_ns() - t0;
+        atomic_store(&k.done, 1);
+        pthread_join(th, NULL);
+        cr_assert_eq(rc, -EINTR, "%s asleep, signal caught: %d (%s) after %lld ms",
+                     sender_side ? "sender" : "receiver", rc, ndc_strerror(rc), (long long)(dt / MS));
+        cr_assert_lt(dt, 5 * SEC);
+        /* consistent: nothing taken, nobody counted asleep */
+        struct ndc_stat st = getstat(ch);
+        cr_assert_eq(st.free + st.ready + st.loaned, 2);
+        cr_assert_eq(st.loaned, 0, "a slot stayed taken after -EINTR");
+        cr_assert_eq(sender_side ? st.ready : st.free, 2);
+        cr_assert(st.receivers_waiting == 0 && st.senders_waiting == 0, "still counted asleep");
+        cr_assert(atomic_load(&s.c->sleepers[0]) == 0 && atomic_load(&s.c->sleepers[1]) == 0, "sleepers word");
+    }
+    /* and it goes on working */
+    struct ndc_array g;
+    if (sender_side) {
+        th_ok(ndc_acquire(ch, &g, 0));
+        cr_assert_eq(g.tag, 1);
+        th_ok(ndc_release(ch, &g));
+        send_tag(ch, 3, 0, &rc);
+        th_ok(rc);
+        for (uint64_t t = 2; t <= 3; t++) {
+            th_ok(ndc_acquire(ch, &g, 0));
+            cr_assert_eq(g.tag, t);
+            th_ok(ndc_release(ch, &g));
+        }
+    } else {
+        roundtrip(ch, 4, "after -EINTR");
+    }
+    seg_unmap(&s);
+    ndc_free(ch);
+    signal(SIGUSR1, SIG_DFL);
+}
+
+Test(faults, eintr_blocked_receiver_channel_consistent, .timeout = 60) { eintr_case(0); }
+Test(faults, eintr_blocked_sender_channel_consistent, .timeout = 60) { eintr_case(1); }
+
+/* Ctrl-C in the middle of a long ndc_send: the array is either delivered
+ * whole or never seen, and its slot comes back. */
+#define BIG_ROWS 1024
+#define BIG_COLS 2048
+struct bigsh { _Atomic int phase; };
+struct bigarg { ndc_chan *ch; struct bigsh *sh; uint64_t tag; };
+
+static uint64_t big_val(uint64_t tag, uint64_t i, uint64_t j) { return mix64(tag ^ (i * BIG_COLS + j)); }
+
+static int big_sender(void *p)
+{
+    struct bigarg *g = p;
+    die_with_parent();
+    size_t pitch = BIG_COLS * 16;   /* every other element: not contiguous */
+    unsigned char *buf = malloc(pitch * BIG_ROWS);
+    CK(buf, 80, "malloc");
+    unsigned char *origin = buf + pitch * (BIG_ROWS - 1);   /* rows reversed: negative stride */
+    for (uint64_t i = 0; i < BIG_ROWS; i++)
+        for (uint64_t j = 0; j < BIG_COLS; j++) {
+            uint64_t v = big_val(g->tag, i, j);
+            memcpy(origin - i * pitch + j * 16, &v, 8);
+        }
+    struct ndc_array a;
+    int64_t shape[2] = { BIG_ROWS, BIG_COLS };
+    ndc_array_init(&a, NDC_U64, 2, shape, origin);
+    a.strides[0] = -(int64_t)pitch;
+    a.strides[1] = 16;
+    a.tag = g->tag;
+    atomic_store(&g->sh->phase, 1);
+    int r = ndc_send(g->ch, &a, 10 * SEC);
+    atomic_store(&g->sh->phase, r == 0 ? 2 : 3);
+    for (;;)
+        pause();
+    return 0;
+}
+
+Test(faults, sigint_mid_send_leaves_no_partial_array, .timeout = TMO(120))
+{
+    struct bigsh *sh = shared_alloc(sizeof *sh);
+    uint64_t rs = (uint64_t)th_now_ns();
+    int mid = 0, after = 0;
+    for (int round = 0; round < ROUNDS(12); round++) {
+        ndc_chan *ch = mkchan(1, (uint64_t)BIG_ROWS * BIG_COLS * 8);
+        atomic_store(&sh->phase, 0);
+        struct bigarg g = { ch, sh, 100 + (uint64_t)round };
+        pid_t p = th_fork(big_sender, &g);
+        int64_t end = th_now_ns() + 20 * SEC;
+        while (atomic_load(&sh->phase) == 0 && th_now_ns() < end)
+            usleep(100);
+        cr_assert_neq(atomic_load(&sh->phase), 0, "the sender never started sending");
+        usleep((useconds_t)(rnd(&rs) % (round < 4 ? 3000 : 40000)));
+        kill(p, SIGINT);
+        int st;
+        waitpid(p, &st, 0);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT, "sender status %#x", st);
+        int phase = atomic_load(&sh->phase);
+        cr_assert_neq(phase, 3, "the send failed by itself");
+        struct ndc_array a;
+        int rc = ndc_acquire(ch, &a, 2 * SEC);
+        if (rc == 0) {
+            /* delivered: then whole */
+            cr_assert(a.tag == g.tag && a.dtype == NDC_U64 && a.ndim == 2 && a.shape[0] == BIG_ROWS &&
+                      a.shape[1] == BIG_COLS, "header of the delivered array");
+            const uint64_t *d = a.data;
+            for (uint64_t i = 0; i < BIG_ROWS; i++)
+                for (uint64_t j = 0; j < BIG_COLS; j++)
+                    if (d[i * BIG_COLS + j] != big_val(g.tag, i, j))
+                        cr_assert_fail("round %d: a partial array was delivered (element %llu,%llu)", round,
+                                       (unsigned long long)i, (unsigned long long)j);
+            th_ok(ndc_release(ch, &a));
+            after++;
+        } else {
+            cr_assert_eq(rc, -EOWNERDEAD, "round %d: acquire %d (%s)", round, rc, ndc_strerror(rc));
+            cr_assert_neq(phase, 2, "round %d: the send had returned 0 but nothing was delivered", round);
+            mid++;
+        }
+        /* the slot comes back */
+        struct ndc_stat stt = getstat(ch);
+        cr_assert(stt.free == 1 && stt.loaned == 0 && stt.ready == 0, "round %d: free %u ready %u loaned %u", round,
+                  stt.free, stt.ready, stt.loaned);
+        ndc_free(ch);
+    }
+    fprintf(stderr, "[sigint] %d sends interrupted before their commit (never seen), %d delivered whole\n",
+            mid, after);
+    cr_assert_gt(mid, 0, "no round interrupted a send in its middle: the test proved nothing");
 }
