@@ -1,5 +1,277 @@
-#include <stddef.h>
+/* Attach-time validation on arbitrary bytes.
+ *
+ * Input: the first 384 bytes are a control block (struct ndc__ctrl; shorter
+ * inputs are zero-padded), the next 8 a file size. Then records of
+ * [u16 line][64 bytes]: each is written over line `line` (mod the number of
+ * lines before the payloads) of a real segment, so the index arrays, the
+ * peer table and the slot headers get hostile values too.
+ *
+ * Oracles:
+ *  - ndc__ctrl_validate accepts only a geometry that recomputes to itself
+ *    and fits the file (checked here independently);
+ *  - whatever is accepted and small enough is then attached for real
+ *    (ndc_open_fd on a memfd with these bytes) and used: stat, reserve,
+ *    commit, acquire, release, each returning 0 or a negative errno, stat
+ *    adding up, no crash, no out-of-bounds access (ASan).
+ *
+ * Seeds: build this file with -DNDC_FUZZ_GEN and run it with a directory:
+ *   cc -DNDC_FUZZ_GEN -D_GNU_SOURCE -Iinclude -Ilib tests/fuzz/fuzz_attach.c \
+ *      build/lib/libndchan.a -lhwloc -luring -lpthread -o /tmp/gen && /tmp/gen tests/fuzz/corpus/fuzz_attach
+ */
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "ndchan.h"
+#include "segment.h"
+#include "lock.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { (void)data; (void)size; return 0; }
+
+#define CTRL_SZ   sizeof(struct ndc__ctrl)
+#define MAX_LIVE  (4u << 20)    /* attach for real only segments up to this size */
+
+static void check_geometry(const struct ndc__ctrl *c, uint64_t file_size, const struct ndc__geometry *g)
+{
+    if (c->nslots < 1 || c->nslots > NDC_MAX_SLOTS || c->slot_bytes > NDC_MAX_SLOT_BYTES)
+        abort();
+    if (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES))
+        abort();
+    uint64_t align = (c->flags & NDC_HUGEPAGES) ? (2u << 20) : 4096;
+    uint64_t stride = ((c->slot_bytes ? c->slot_bytes : 1) + align - 1) / align * align;
+    if (g->nslots != c->nslots || g->slot_bytes != c->slot_bytes || g->slot_stride != stride ||
+        c->slot_stride != stride || g->max_peers != NDC_MAX_PEERS || c->max_peers != NDC_MAX_PEERS)
+        abort();
+    /* the regions follow each other, inside the file */
+    if (g->peers_off < NDC__IDX_OFF + 4ull * g->nslots || g->peers_off % NDC__LINE ||
+        g->table_off != g->peers_off + (uint64_t)g->max_peers * sizeof(struct ndc__peer) ||
+        g->payload_off < g->table_off + (uint64_t)g->nslots * sizeof(struct ndc__slot) ||
+        g->payload_off % align ||
+        g->total_size != g->payload_off + (uint64_t)g->nslots * stride || g->total_size > file_size)
+        abort();
+    if (c->peers_off != g->peers_off || c->table_off != g->table_off || c->payload_off != g->payload_off ||
+        c->total_size != g->total_size)
+        abort();
+}
+
+static void use_live(const uint8_t *data, size_t size, const struct ndc__geometry *g)
+{
+    int fd = memfd_create("fuzz_attach", MFD_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (ftruncate(fd, (off_t)g->total_size) != 0) {
+        close(fd);
+        return;
+    }
+    unsigned char *m = mmap(NULL, g->payload_off, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+        close(fd);
+        return;
+    }
+    memcpy(m, data, size < CTRL_SZ ? size : CTRL_SZ);
+    size_t lines = g->payload_off / NDC__LINE;
+    for (size_t off = CTRL_SZ + 8; off + 2 <= size; off += 66) {
+        uint16_t line;
+        memcpy(&line, data + off, 2);
+        size_t n = size - off - 2 < 64 ? size - off - 2 : 64;
+        size_t l = line % lines;
+        if (l < 2)   /* the geometry stays what was validated: attach sees the same */
+            l += 2;
+        memcpy(m + l * NDC__LINE, data + off + 2, n);
+    }
+    /* a lock word naming a live process would only make the run slow */
+    struct ndc__ctrl *c = (struct ndc__ctrl *)m;
+    uint32_t holder = atomic_load(&c->lock) & ~NDC__LOCK_WAITERS;
+    if (holder && ndc__pid_alive((int32_t)holder, 0))
+        atomic_store(&c->lock, 0);
+    munmap(m, g->payload_off);
+
+    ndc_chan *ch = NULL;
+    int r = ndc_open_fd(&ch, fd, 0);
+    close(fd);
+    if (r) {
+        if (r > 0)
+            abort();
+        return;
+    }
+    struct ndc_stat st;
+    r = ndc_stat(ch, &st);
+    if (r > 0 || (r == 0 && st.free + st.ready + st.loaned != st.slots))
+        abort();
+    struct ndc_array a;
+    int64_t shape[1] = { 3 };
+    ndc_array_init(&a, NDC_U8, 1, shape, NULL);
+    a.tag = 7;
+    r = ndc_reserve(ch, &a, 0);
+    if (r > 0)
+        abort();
+    if (r == 0 && g->slot_bytes >= 3) {
+        memset(a.data, 1, 3);
+        if (ndc_commit(ch, &a) > 0)
+            abort();
+    }
+    for (int i = 0; i < 3; i++) {
+        r = ndc_acquire(ch, &a, 0);
+        if (r > 0)
+            abort();
+        if (r != 0)
+            continue;
+        size_t n = ndc_array_nbytes(&a);
+        if (n > g->slot_bytes)
+            abort();
+        volatile unsigned char sum = 0;
+        for (size_t k = 0; k < n; k++)
+            sum ^= ((const unsigned char *)a.data)[k];
+        (void)sum;
+        if (ndc_release(ch, &a) != 0)
+            abort();
+    }
+    r = ndc_stat(ch, &st);
+    if (r > 0 || (r == 0 && st.free + st.ready + st.loaned != st.slots))
+        abort();
+    ndc_close(ch);
+    ndc_free(ch);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct ndc__ctrl c;
+    memset(&c, 0, sizeof c);
+    memcpy(&c, data, size < sizeof c ? size : sizeof c);
+    uint64_t file_size = c.total_size;
+    if (size >= CTRL_SZ + 8)
+        memcpy(&file_size, data + CTRL_SZ, 8);
+    struct ndc__geometry g;
+    int r = ndc__ctrl_validate(&c, file_size, &g);
+    if (r == 0) {
+        check_geometry(&c, file_size, &g);
+        if (g.total_size <= MAX_LIVE && file_size <= MAX_LIVE)
+            use_live(data, size, &g);
+    } else if (r != -EPROTO && r != -EBADMSG) {
+        abort();
+    } else if (r == -EPROTO && c.magic == NDC__MAGIC && c.layout == NDC__LAYOUT) {
+        abort();   /* -EPROTO is for magic and layout only */
+    }
+    return 0;
+}
+
+#ifdef NDC_FUZZ_GEN
+/* Seeds: valid control blocks of several geometries, then truncated and
+ * mutated copies, and some with records over the queues, peers and slots. */
+static void put(const char *dir, const char *name, const void *p, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, n, f) != n)
+        abort();
+    fclose(f);
+}
+
+static size_t make(uint8_t *out, uint32_t nslots, uint64_t slot_bytes, uint32_t flags, int64_t size_delta)
+{
+    struct ndc__geometry g;
+    if (ndc__geometry(&g, nslots, slot_bytes, flags))
+        abort();
+    struct ndc__ctrl c;
+    memset(&c, 0, sizeof c);
+    atomic_store(&c.magic, NDC__MAGIC);
+    c.layout = NDC__LAYOUT;
+    c.flags = flags;
+    c.nslots = nslots;
+    c.max_peers = g.max_peers;
+    c.slot_bytes = slot_bytes;
+    c.slot_stride = g.slot_stride;
+    c.peers_off = g.peers_off;
+    c.table_off = g.table_off;
+    c.payload_off = g.payload_off;
+    c.total_size = g.total_size;
+    for (uint32_t i = 0; i < nslots && i < 8; i++)
+        c.idx[i] = (uint16_t)(nslots - 1 - i);
+    atomic_store(&c.sem[NDC__SIDE_FREE].count, nslots);
+    memcpy(out, &c, sizeof c);
+    uint64_t fs = g.total_size + (uint64_t)size_delta;
+    memcpy(out + sizeof c, &fs, 8);
+    return sizeof c + 8;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2)
+        return 2;
+    const char *dir = argv[1];
+    uint8_t buf[4096];
+    char name[64];
+    struct { uint32_t n; uint64_t b; uint32_t f; } geo[] = {
+        { 1, 0, 0 }, { 1, 64, 0 }, { 4, 4096, 0 }, { 8, 100, 0 }, { 3, 65536, 1 }, { 16, 1, 0 },
+        { 2, 1u << 20, 0 }, { 1, 1ull << 40, 0 }, { 4096, 1, 0 }, { 2, 4096, 2 },
+    };
+    for (size_t i = 0; i < sizeof geo / sizeof geo[0]; i++) {
+        size_t n = make(buf, geo[i].n, geo[i].b, geo[i].f, 0);
+        snprintf(name, sizeof name, "valid_%u_%llu_%u", geo[i].n, (unsigned long long)geo[i].b, geo[i].f);
+        put(dir, name, buf, n);
+    }
+    size_t n = make(buf, 4, 4096, 0, 0);
+    put(dir, "short_file", buf, make(buf, 4, 4096, 0, -1));
+    put(dir, "long_file", buf, make(buf, 4, 4096, 0, 4096));
+    make(buf, 4, 4096, 0, 0);
+    put(dir, "trunc_8", buf, 8);
+    put(dir, "trunc_100", buf, 100);
+    put(dir, "trunc_ctrl", buf, sizeof(struct ndc__ctrl) - 1);
+    put(dir, "no_file_size", buf, sizeof(struct ndc__ctrl));
+    struct { size_t off; uint8_t val; const char *nm; } mut[] = {
+        { 0, 0x7e, "bad_magic" }, { 8, 2, "layout2" }, { 12, 4, "flag_unknown" }, { 16, 5, "nslots5" },
+        { 20, 0, "max_peers0" }, { 24, 1, "slot_bytes_plus" }, { 32, 0, "stride0" }, { 40, 0xff, "peers_off" },
+        { 48, 0, "table_off0" }, { 56, 1, "payload_off1" }, { 64, 0xff, "total_size" }, { 71, 0x80, "total_size_hi" },
+    };
+    for (size_t i = 0; i < sizeof mut / sizeof mut[0]; i++) {
+        make(buf, 4, 4096, 0, 0);
+        buf[mut[i].off] = mut[i].val;
+        put(dir, mut[i].nm, buf, n);
+    }
+    /* records over the live part: lock word, counts, queue entries, peers, slot states */
+    struct ndc__geometry g;
+    ndc__geometry(&g, 4, 4096, 0);
+    struct { uint16_t line; size_t at; uint64_t v; int w; const char *nm; } rec[] = {
+        { 5, 0, 0x7fffffff, 4, "rec_lock_dead" },
+        { 3, 0, 0x7fffffff, 4, "rec_free_count_huge" },
+        { 4, 0, 9, 4, "rec_ready_count_over" },
+        { 5, 32, 0xffffffffffffull, 8, "rec_idx_garbage" },
+        { (uint16_t)(g.peers_off / 64), 0, 1 | (0x7ffffffeull << 32), 8, "rec_peer_live_dead_pid" },
+        { (uint16_t)(g.peers_off / 64 + 1), 0, 9, 4, "rec_peer_state_garbage" },
+        { (uint16_t)(g.table_off / 64), 0, NDC__WORD(NDC__READY, 0), 8, "rec_slot_ready_bad_header" },
+        { (uint16_t)(g.table_off / 64), 0, NDC__WORD(NDC__LOANED, 3), 8, "rec_slot_loaned_by_nobody" },
+        { (uint16_t)(g.table_off / 64 + 9), 0, 0xdeadbeef, 8, "rec_slot_state_garbage" },
+    };
+    for (size_t i = 0; i < sizeof rec / sizeof rec[0]; i++) {
+        size_t len = make(buf, 4, 4096, 0, 0);
+        memcpy(buf + len, &rec[i].line, 2);
+        memset(buf + len + 2, 0, 64);
+        memcpy(buf + len + 2 + rec[i].at, &rec[i].v, (size_t)rec[i].w);
+        put(dir, rec[i].nm, buf, len + 66);
+    }
+    /* a READY slot with a plausible header, listed in the ring */
+    {
+        size_t len = make(buf, 4, 4096, 0, 0);
+        struct ndc__ctrl *c = (struct ndc__ctrl *)buf;
+        atomic_store(&c->sem[NDC__SIDE_FREE].count, 3);
+        atomic_store(&c->sem[NDC__SIDE_READY].count, 1);
+        c->idx[4] = 3;
+        uint16_t line = (uint16_t)(g.table_off / 64 + 3 * 9);
+        struct ndc__slot s;
+        memset(&s, 0, sizeof s);
+        atomic_store(&s.state, NDC__WORD(NDC__READY, 0));
+        s.nbytes = 24; s.dtype = NDC_F64; s.ndim = 1; s.shape[0] = 3; s.tag = 5;
+        memcpy(buf + len, &line, 2);
+        memcpy(buf + len + 2, &s, 64);
+        put(dir, "rec_ready_slot_valid", buf, len + 66);
+        memcpy(buf + len + 2 + offsetof(struct ndc__slot, nbytes), &(uint64_t){ 25 }, 8);
+        put(dir, "rec_ready_slot_nbytes_off", buf, len + 66);
+    }
+    return 0;
+}
+#endif
