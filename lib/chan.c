@@ -325,6 +325,26 @@ static void adapt_spin(ndc_chan *ch, int side, int64_t gave_up_at)
     atomic_store_explicit(&ch->spin_now[side], now, memory_order_relaxed);
 }
 
+/* Whether a waiter on side should be told its peers are gone. Before
+ * saying so, take the lock once: if its holder died, the rebuild may list
+ * an array (or slot) the dead peer had already published, and that must be
+ * delivered first. */
+static int gone_for_good(ndc_chan *ch, int side, struct ndc__deadline *dl)
+{
+    if (!ndc__peer_other_side_gone(ch, side))
+        return 0;
+    if (lock_queues(ch, dl) == 0)
+        ndc__unlock(&ch->ctrl->lock);
+    return NDC__COUNT(atomic_load(&ch->ctrl->sem[side].count)) == 0 &&
+           ndc__peer_other_side_gone(ch, side);
+}
+
+static int gone_error(int side)
+{
+    return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",
+                     side == NDC__SIDE_READY ? "sender" : "receiver");
+}
+
 static int sweep_due(ndc_chan *ch)
 {
     int64_t now = ndc__now_ns(), last = atomic_load_explicit(&ch->last_sweep, memory_order_relaxed);
@@ -377,9 +397,8 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
             if (budget > 0 && ndc__peer_elsewhere(ch) &&
                 spin(ch, side, v, budget < left ? budget : left))
                 continue;
-            if (ndc__peer_other_side_gone(ch, side))
-                return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",
-                                 side == NDC__SIDE_READY ? "sender" : "receiver");
+            if (gone_for_good(ch, side, dl))
+                return gone_error(side);
             gave_up_at = ndc__now_ns();
             continue;
         }
@@ -393,9 +412,8 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
         if (r == -ETIMEDOUT) {
             atomic_store_explicit(&ch->last_sweep, ndc__now_ns(), memory_order_relaxed);
             ndc__peer_sweep(ch, dl);
-            if (ndc__peer_other_side_gone(ch, side))
-                return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",
-                                 side == NDC__SIDE_READY ? "sender" : "receiver");
+            if (gone_for_good(ch, side, dl))
+                return gone_error(side);
         }
     }
 }

@@ -41,8 +41,11 @@ static void retire(ndc_chan *ch, uint32_t i)
     /* a dead sleeper no longer needs waking */
     for (int side = 0; side < 2; side++) {
         uint32_t s = atomic_exchange_explicit(&p->sleeping[side], 0, memory_order_relaxed);
-        if (s)
-            atomic_fetch_sub_explicit(&c->sleepers[side], s, memory_order_relaxed);
+        uint32_t all = atomic_load_explicit(&c->sleepers[side], memory_order_relaxed);
+        while (s && !atomic_compare_exchange_weak_explicit(&c->sleepers[side], &all,
+                                                           all > s ? all - s : 0,
+                                                           memory_order_relaxed, memory_order_relaxed))
+            ;   /* clamped: a scribbled count must not wrap the total */
     }
     atomic_store_explicit(&p->flags, 0, memory_order_relaxed);
     atomic_store_explicit(&p->state, NDC__PEER_UNUSED, memory_order_release);
@@ -60,7 +63,11 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
     for (uint32_t i = 0; i < hw; i++) {
         struct ndc__peer *p = &ch->peers[i];
         uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
-        if (st == NDC__PEER_LIVE && i != ch->me && !ndc__pid_alive(p->pid, p->start_time))
+        /* a state that is none of ours is a scribbled entry: retire it too,
+         * or it would hold its place (and any slots naming it) forever */
+        int garbage = i != ch->me && st != NDC__PEER_UNUSED && st != NDC__PEER_LIVE &&
+                      st != NDC__PEER_GONE;
+        if ((st == NDC__PEER_LIVE && i != ch->me && !ndc__pid_alive(p->pid, p->start_time)) || garbage)
             atomic_compare_exchange_strong(&p->state, &st, NDC__PEER_GONE);
         found += atomic_load_explicit(&p->state, memory_order_relaxed) == NDC__PEER_GONE;
     }
