@@ -22,6 +22,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ndchan.h"
 #include <sys/types.h>
 
 #define KiB (1024ull)
@@ -157,6 +159,7 @@ struct result {
 };
 
 extern int64_t bench_spin_ns;   /* --spin-ns, for ndchan's channels */
+extern struct ndc_chan_opts bench_placement;  /* --numa: numa_* fields for ndchan's channels */
 
 /* harness.c */
 int  run_cell(const struct cell *c, struct ctl *ctl, struct result *r);

@@ -26,6 +26,7 @@ struct ndc_st {
 };
 
 int64_t bench_spin_ns;       /* --spin-ns: 0 = the library's default */
+struct ndc_chan_opts bench_placement;   /* --numa: only the numa_* fields are used */
 
 static int nfail(struct link *l, const char *what, int e)
 {
@@ -45,6 +46,9 @@ static int nd_create(struct link *l)
     o.slots = l->slots ? l->slots : 4;
     o.slot_bytes = l->max_bytes < 8 ? 8 : l->max_bytes;
     o.spin_ns = bench_spin_ns;
+    o.numa_policy = bench_placement.numa_policy;
+    o.numa_node = bench_placement.numa_node;
+    o.numa_nodeset = bench_placement.numa_nodeset;
     int e = ndc_create(&s->ch, NULL, &o);
     if (e)
         return nfail(l, "ndc_create", e);

@@ -77,6 +77,8 @@ static void usage(FILE *f)
 "  --parts LIST       only these parts: throughput,latency,asleep,same-core,python\n"
 "  --sleep-us N       pause between round trips in the peer-asleep case (default 1000)\n"
 "  --spin-ns N        ndchan spin budget (ndc_chan_opts.spin_ns; default 0 = library's)\n"
+"  --numa P           ndchan payload placement: first-touch (default), bind:N, preferred:N,\n"
+"                     interleave[:N,M,...], near-receiver (see ndchan-topo for the nodes)\n"
 "  --out DIR          where results.csv/json and the plots go (default bench/out)\n"
 "  --no-python        skip the Python rows;  --python PATH (default /usr/bin/python3)\n"
 "  --python-script F  mp_bench.py to run;  --plot-script F  plot.gp to run\n"
@@ -150,15 +152,61 @@ static const char *find_file(const char *given, const char *src, const char *ins
     return inst;
 }
 
+/* --numa POLICY into bench_placement, checked by creating a small channel
+ * with it: a policy the machine cannot honour stops the run with the
+ * library's reason instead of quietly measuring first touch. */
+static char placement_text[96] = "first touch";
+static void parse_numa(const char *arg)
+{
+    struct ndc_chan_opts *o = &bench_placement;
+    char *end = NULL;
+    if (!strcmp(arg, "first-touch")) {
+        o->numa_policy = NDC_NUMA_FIRST_TOUCH;
+    } else if (!strncmp(arg, "bind:", 5) || !strncmp(arg, "preferred:", 10)) {
+        o->numa_policy = arg[0] == 'b' ? NDC_NUMA_BIND : NDC_NUMA_PREFERRED;
+        o->numa_node = (int32_t)strtol(strchr(arg, ':') + 1, &end, 10);
+        if (end == strchr(arg, ':') + 1 || *end)
+            goto bad;
+    } else if (!strncmp(arg, "interleave", 10) && (arg[10] == 0 || arg[10] == ':')) {
+        o->numa_policy = NDC_NUMA_INTERLEAVE;
+        for (const char *p = arg[10] ? arg + 11 : ""; *p; p = *end ? end + 1 : end) {
+            long n = strtol(p, &end, 10);
+            if (end == p || n < 0 || n > 63 || (*end && *end != ','))
+                goto bad;
+            o->numa_nodeset |= 1ull << n;
+        }
+    } else if (!strcmp(arg, "near-receiver")) {
+        o->numa_policy = NDC_NUMA_NEAR_RECEIVER;
+    } else {
+        goto bad;
+    }
+    struct ndc_chan_opts probe = *o;
+    probe.slots = 1;
+    probe.slot_bytes = 4096;
+    ndc_chan *ch;
+    int e = ndc_create(&ch, NULL, &probe);
+    if (e) {
+        fprintf(stderr, "ndchan-bench: --numa %s: %s (%s)\n", arg, ndc_strerror(e), ndc_last_error());
+        exit(2);
+    }
+    ndc_free(ch);
+    snprintf(placement_text, sizeof placement_text, "numa %s", arg);
+    return;
+bad:
+    fprintf(stderr, "ndchan-bench: --numa wants first-touch, bind:N, preferred:N, "
+                    "interleave[:N,M,...] or near-receiver, not \"%s\"\n", arg);
+    exit(2);
+}
+
 static void parse_args(int argc, char **argv)
 {
     enum { O_FULL = 256, O_QUICK, O_CPUS, O_REPS, O_RT, O_WARM, O_SIZES, O_LSIZES, O_ONLY, O_SLEEP,
-           O_SPIN, O_PARTS, O_OUT, O_NOPY, O_PY, O_PYS, O_PLS, O_NOPLOT, O_TIMEOUT, O_LIST };
+           O_SPIN, O_NUMA, O_PARTS, O_OUT, O_NOPY, O_PY, O_PYS, O_PLS, O_NOPLOT, O_TIMEOUT, O_LIST };
     static const struct option lo[] = {
         { "full", 0, 0, O_FULL }, { "quick", 0, 0, O_QUICK }, { "cpus", 1, 0, O_CPUS },
         { "reps", 1, 0, O_REPS }, { "rep-time", 1, 0, O_RT }, { "warmup", 1, 0, O_WARM },
         { "sizes", 1, 0, O_SIZES }, { "lat-sizes", 1, 0, O_LSIZES }, { "only", 1, 0, O_ONLY }, { "parts", 1, 0, O_PARTS },
-        { "sleep-us", 1, 0, O_SLEEP }, { "spin-ns", 1, 0, O_SPIN }, { "out", 1, 0, O_OUT },
+        { "sleep-us", 1, 0, O_SLEEP }, { "spin-ns", 1, 0, O_SPIN }, { "numa", 1, 0, O_NUMA }, { "out", 1, 0, O_OUT },
         { "no-python", 0, 0, O_NOPY }, { "python", 1, 0, O_PY }, { "python-script", 1, 0, O_PYS },
         { "plot-script", 1, 0, O_PLS }, { "no-plot", 0, 0, O_NOPLOT }, { "timeout", 1, 0, O_TIMEOUT },
         { "list", 0, 0, O_LIST }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
@@ -188,6 +236,7 @@ static void parse_args(int argc, char **argv)
         case O_PARTS: opt.parts = optarg; break;
         case O_SLEEP: opt.sleep_us = atoi(optarg); break;
         case O_SPIN: opt.spin_ns = strtoll(optarg, NULL, 0); break;
+        case O_NUMA: parse_numa(optarg); break;
         case O_OUT: opt.out = optarg; break;
         case O_NOPY: opt.no_python = 1; break;
         case O_PY: opt.python = optarg; break;
@@ -878,6 +927,8 @@ static void write_files(void)
             opt.full ? "full" : "quick", opt.cpu[0], opt.cpu[1], opt.reps, opt.rep_time, opt.sleep_us,
             (long long)opt.spin_ns);
     json_str(f, py_skip[0] ? py_skip : "ran");
+    fprintf(f, ", \"placement\": ");
+    json_str(f, placement_text);
     fprintf(f, "},\n  \"units\": {\"gbps\": \"1e9 bytes/s\", \"latency\": \"microseconds, round trip\", "
                "\"cpu\": \"CPU seconds (user+system, both processes) per GiB moved\", "
                "\"peak_mib\": \"max RSS of each process, MiB (shared pages count in both)\"},\n  \"results\": [\n");
@@ -996,6 +1047,7 @@ int main(int argc, char **argv)
            "float64 arrays; every array's sample checked by the receiver\n",
            opt.cpu[0], opt.cpu[1], opt.cpu[0] == opt.cpu[1] ? " (one CPU only: all rows are same-core)" : "",
            opt.reps, opt.rep_time);
+    printf("ndchan payload placement: %s\n", placement_text);
     fflush(stdout);
     int64_t t0 = now_ns();
     run_all();
