@@ -19,6 +19,7 @@
 #ifndef NDCHAN_BENCH_H
 #define NDCHAN_BENCH_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -159,7 +160,10 @@ struct result {
 };
 
 extern int64_t bench_spin_ns;   /* --spin-ns, for ndchan's channels */
-extern struct ndc_chan_opts bench_placement;  /* --numa: numa_* fields for ndchan's channels */
+extern struct ndc_chan_opts bench_placement;
+/* CPU used by a receiver asleep on an empty channel for `seconds`, in
+ * percent of one core (bench/idle.c); -1 if it could not be measured. */
+double bench_idle_cpu_percent(double seconds);  /* --numa: numa_* fields for ndchan's channels */
 
 /* harness.c */
 int  run_cell(const struct cell *c, struct ctl *ctl, struct result *r);

@@ -73,7 +73,7 @@ static void usage(FILE *f)
 "  --warmup N         warm-up messages before timing (default: by size, >= slots+1)\n"
 "  --sizes LIST       throughput sizes, e.g. 4K,1M,16M,1G\n"
 "  --lat-sizes LIST   round-trip sizes, e.g. 8,4K,1M,64M\n"
-"  --only LIST        only these rows, e.g. memcpy,spin,futex,ndchan-loan,pipe,mp-queue\n"
+"  --only LIST        only these rows, e.g. memcpy,spin,futex,ndchan-loan,pipe,mp-queue,idle\n"
 "  --parts LIST       only these parts: throughput,latency,asleep,same-core,python\n"
 "  --sleep-us N       pause between round trips in the peer-asleep case (default 1000)\n"
 "  --spin-ns N        ndchan spin budget (ndc_chan_opts.spin_ns; default 0 = library's)\n"
@@ -774,10 +774,16 @@ static double ratio_tput(const char *t1, const char *t2, uint64_t b, double *x, 
     return p && q ? p->gbps_med / q->gbps_med : NAN;
 }
 
+static double idle_pct = -1;   /* measured in main, unless --only leaves it out */
+#define IDLE_SECONDS 2.0
+
 static void compute_targets(void)
 {
     double x, y, v;
     char sp[96] = "";
+    if (idle_pct >= 0)
+        target("idle: a receiver asleep on an empty channel uses <= 1% of a core", idle_pct, 1.0, 0,
+               "%.2f%% of a core over %.0f s", idle_pct, IDLE_SECONDS);
     v = ratio_lat("ndchan-loan", "", HANDOFF_BIG, "ndchan-loan", "", 8, &x, &y, sp);
     target("ndchan-loan hand-off does not grow: 256 MiB round trip <= 2x the 8 B one", v, 2, 0,
            "%.2fx (p50 %.2f us vs %.2f us%s)", v, x, y, sp);
@@ -1051,6 +1057,8 @@ int main(int argc, char **argv)
     fflush(stdout);
     int64_t t0 = now_ns();
     run_all();
+    if (!opt.only || strstr(opt.only, "idle"))
+        idle_pct = bench_idle_cpu_percent(IDLE_SECONDS);
     double secs = (double)(now_ns() - t0) * 1e-9;
 
     int same = opt.cpu[0] == opt.cpu[1];
