@@ -107,10 +107,10 @@ static void live_check(const struct ndc__slot *h)
             memcmp(a.shape, h->shape, sizeof(int64_t) * (size_t)h->ndim) != 0)
             abort();
         int64_t st = (int64_t)ndc_dtype_size(a.dtype);
-        for (int d = a.ndim - 1; d >= 0; d--) {
+        for (int d = a.ndim - 1; d >= 0 && h->nbytes > 0; d--) {   /* C order (any, when empty) */
             if (a.strides[d] != st)
                 abort();
-            st *= a.shape[d] ? a.shape[d] : 1;
+            st *= a.shape[d];
         }
         if (ndc_array_nbytes(&a) != h->nbytes)
             abort();
