@@ -427,6 +427,15 @@ static int give(ndc_chan *ch, int side, uint32_t slot, uint64_t word)
     if (r)
         return r;
     r = ndc__queue_push(ch, side, slot, word);
+    if (r == -EBADMSG) {
+        /* The queue was corrupt and has just been rebuilt from the slot
+         * states. If the slot is still ours, the rebuild left it off the
+         * queues: push it again. If the rebuild freed it, it is listed. */
+        uint64_t w = atomic_load_explicit(&ch->slots[slot].state, memory_order_relaxed);
+        uint32_t st = NDC__STATE(w);
+        r = (st == NDC__RESERVED || st == NDC__LOANED) && NDC__OWNER(w) == ch->me
+                ? ndc__queue_push(ch, side, slot, word) : 0;
+    }
     ndc__unlock(&ch->ctrl->lock);
     post_wake(ch, side);
     return r;

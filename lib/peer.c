@@ -147,6 +147,16 @@ void ndc__peer_leave(ndc_chan *ch)
         return;   /* someone else's sweep will finish it */
     uint32_t before = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
     retire(ch, ch->me);
+    /* While the lock is ours anyway, retire the dead too: otherwise what
+     * they held comes back only when some survivor next has to wait. */
+    uint32_t hw = peers_hw(ch);
+    for (uint32_t i = 0; i < hw; i++) {
+        struct ndc__peer *q = &ch->peers[i];
+        uint32_t st = atomic_load_explicit(&q->state, memory_order_acquire);
+        if (st == NDC__PEER_GONE ||
+            (st == NDC__PEER_LIVE && !ndc__pid_alive(q->pid, q->start_time)))
+            retire(ch, i);
+    }
     uint32_t after = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
     ndc__unlock(&ch->ctrl->lock);
     if (after > before)
