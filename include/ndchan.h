@@ -99,10 +99,11 @@ NDC_API size_t ndc_array_nbytes(const struct ndc_array *a);
 typedef struct ndc_chan ndc_chan;
 
 struct ndc_chan_opts {
+    /* The first three fields are DESIGN.md's, in its order. */
     uint32_t slots;        /* arrays in flight; 0 = default (4); at most NDC_MAX_SLOTS */
-    uint32_t flags;        /* NDC_POPULATE, NDC_HUGEPAGES; other bits are -EINVAL */
     uint64_t slot_bytes;   /* largest payload; 0 = default (64 MiB); at most NDC_MAX_SLOT_BYTES.
                               Untouched capacity costs no memory. */
+    uint32_t flags;        /* NDC_POPULATE, NDC_HUGEPAGES; other bits are -EINVAL */
     int64_t  spin_ns;      /* how long a waiter spins before it sleeps in the kernel:
                               0 = default (adaptive, up to 20 us, never when the peer
                               last ran on the waiter's own CPU); < 0 = never spin */

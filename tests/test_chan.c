@@ -1697,3 +1697,20 @@ Test(chan, cancel_returns_the_slot_unpublished, .timeout = 10)
     th_ok(ndc_release(ch, &r));
     ndc_free(ch);
 }
+
+Test(chan, opts_fields_in_design_order, .timeout = 10)
+{
+    /* DESIGN.md's order, positionally: slots, slot_bytes, flags (the
+     * fields after them are extensions, zero here on purpose) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+    struct ndc_chan_opts o = {2, 4096, NDC_POPULATE};
+#pragma GCC diagnostic pop
+    ndc_chan *ch;
+    th_ok(ndc_create(&ch, NULL, &o));
+    struct ndc_stat st;
+    th_ok(ndc_stat(ch, &st));
+    cr_assert_eq(st.slots, 2);
+    cr_assert_eq(st.slot_bytes, 4096);
+    ndc_free(ch);
+}
