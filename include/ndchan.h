@@ -244,8 +244,9 @@ enum ndc_numa_policy {
 
 /* Nodes holding the payload pages now: counts[i] = pages on node i, for
  * i < max (entries beyond the machine's nodes are 0). Only touched pages
- * count. \return the number of nodes of the machine, or -ENOTSUP without
- * hwloc, or -errno. */
+ * count. \return one more than the machine's highest node number (its node
+ * count when node numbers have no gaps), or -ENOTSUP without hwloc, or
+ * -errno; counts is untouched on failure. */
 NDC_API int ndc_numa_where(const ndc_chan *ch, uint64_t *counts, int max);
 /* Bind the calling thread to the cores of the node holding most of the
  * channel's payload pages (or of its bound node when nothing is touched yet).
