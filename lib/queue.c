@@ -69,6 +69,7 @@ int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
         ch->ready_idx[(c->ready_head + cnt) % n] = (uint16_t)slot;
     }
     atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
+    atomic_store_explicit(&c->sem[side].hint, slot, memory_order_relaxed);
     /* The count is the semaphore: it goes up last, once the slot is listed.
      * seq_cst, not just release: with the sleeper's seq_cst increment of
      * `sleepers` and both sides' seq_cst loads, either the poster sees the

@@ -109,7 +109,9 @@ struct ndc__ctrl {
      * must not steal the line that a critical section is writing. */
     struct ndc__sem {
         _Atomic uint32_t count;        /* see NDC__SIDE_*, NDC__CLOSED */
-        uint8_t pad[60];
+        _Atomic uint32_t hint;         /* the slot last posted: a waiter that sees the
+                                          count change prefetches it (a guess, never trusted) */
+        uint8_t pad[56];
     } sem[2];
     /* Line 5 on: the queues. Changed only under the lock. Senders and
      * receivers both write them, so they are packed together on purpose: a
