@@ -398,34 +398,22 @@ void ndc__npy_swap(void *p, size_t nbytes, enum ndc_dtype t)
     if (t == NDC_C64 || t == NDC_C128)
         w /= 2;                         /* real and imaginary parts separately */
     uint8_t *b = p;
+    /* one loop per width, each a load, a byte swap and a store */
+#define SWAP_EACH(bits)                                                 \
+    for (size_t i = 0; i + (bits) / 8 <= nbytes; i += (bits) / 8) {     \
+        uint##bits##_t v;                                               \
+        memcpy(&v, b + i, (bits) / 8);                                  \
+        v = __builtin_bswap##bits(v);                                   \
+        memcpy(b + i, &v, (bits) / 8);                                  \
+    }
     switch (w) {
-    case 2:
-        for (size_t i = 0; i + 2 <= nbytes; i += 2) {
-            uint16_t v;
-            memcpy(&v, b + i, 2);
-            v = __builtin_bswap16(v);
-            memcpy(b + i, &v, 2);
-        }
-        break;
-    case 4:
-        for (size_t i = 0; i + 4 <= nbytes; i += 4) {
-            uint32_t v;
-            memcpy(&v, b + i, 4);
-            v = __builtin_bswap32(v);
-            memcpy(b + i, &v, 4);
-        }
-        break;
-    case 8:
-        for (size_t i = 0; i + 8 <= nbytes; i += 8) {
-            uint64_t v;
-            memcpy(&v, b + i, 8);
-            v = __builtin_bswap64(v);
-            memcpy(b + i, &v, 8);
-        }
-        break;
+    case 2: SWAP_EACH(16); break;
+    case 4: SWAP_EACH(32); break;
+    case 8: SWAP_EACH(64); break;
     default:
         break;
     }
+#undef SWAP_EACH
 }
 
 int ndc__npy_f_is_c(int ndim, const int64_t *shape)

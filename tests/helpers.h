@@ -5,6 +5,27 @@
 #include <sys/types.h>
 #include "ndchan.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
+#define MS  (1000000LL)      /* nanoseconds */
+#define SEC (1000000000LL)
+
+/* A forked child's check: report where and why on stderr (with
+ * ndc_last_error) and return `code`, which the parent asserts on. Children
+ * never call cr_assert. */
+#define CK(cond, code, ...)                                                                  \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            fprintf(stderr, "[child %d] %s:%d: ", (int)getpid(), __FILE__, __LINE__);        \
+            fprintf(stderr, __VA_ARGS__);                                                    \
+            fprintf(stderr, " (last error: %s)\n", ndc_last_error());                        \
+            return (code);                                                                   \
+        }                                                                                    \
+    } while (0)
+
+/* Zeroed memory shared with forked children (flags, times, records). */
+void *th_shared(size_t n);
 /* A shm name unique to this process and call, so suites run in parallel. */
 const char *th_unique_name(const char *what);
 /* Fork; the child runs fn(arg) and _exits with its return value. */

@@ -25,8 +25,6 @@
 #include "ndchan.h"
 #include "helpers.h"
 
-#define MS (1000000LL)
-#define SEC (1000000000LL)
 
 /* ---- helpers local to this file ----------------------------------------- */
 

@@ -63,42 +63,13 @@
 #define ROUNDS(n) ((n) * (FAULTS_SOAK ? 10 : 1))
 #define TMO(s)    ((s) * (FAULTS_SOAK ? 10 : 1))
 
-#define MS  (1000000LL)
-#define SEC (1000000000LL)
-
-/* A child's check: report and leave with `code`. */
-#define CK(cond, code, ...)                                                                  \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "[child %d] %s:%d: ", (int)getpid(), __FILE__, __LINE__);        \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fprintf(stderr, " (last error: %s)\n", ndc_last_error());                        \
-            return (code);                                                                   \
-        }                                                                                    \
-    } while (0)
 
 /* ---- small tools ---------------------------------------------------------- */
-
-static void *shared_alloc(size_t n)
-{
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(p, MAP_FAILED);
-    memset(p, 0, n);
-    return p;
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 static uint64_t rnd(uint64_t *s)
 {
     *s += 0x9e3779b97f4a7c15ull;
-    return mix64(*s);
+    return th_mix(*s);
 }
 
 static ndc_chan *mkchan(uint32_t slots, uint64_t slot_bytes)
@@ -201,7 +172,7 @@ static const enum ndc_dtype kdt[] = { NDC_U8, NDC_I16, NDC_F32, NDC_F64, NDC_C12
 
 static void tag_array(uint64_t tag, uint64_t slot_bytes, struct ndc_array *a, void *data)
 {
-    uint64_t h = mix64(tag ^ 0x5eedull);
+    uint64_t h = th_mix(tag ^ 0x5eedull);
     enum ndc_dtype dt = kdt[h % (sizeof kdt / sizeof kdt[0])];
     uint64_t item = ndc_dtype_size(dt), maxn = slot_bytes / item;
     int ndim = (int)((h >> 8) % 4);
@@ -330,7 +301,7 @@ static int k_sender(void *p)
         struct ndc_array a;
         atomic_store(&me->inflight, tag);
         atomic_fetch_add(&me->calls, 1);
-        if (atomic_load(&me->dwell) == PH_RESERVED || (mix64(tag) >> 63)) {
+        if (atomic_load(&me->dwell) == PH_RESERVED || (th_mix(tag) >> 63)) {
             tag_array(tag, k->slot_bytes, &a, NULL);
             atomic_store(&me->phase, PH_IN_RESERVE);
             r = ndc_reserve(k->ch, &a, CALL_TMO);
@@ -379,7 +350,7 @@ static int k_receiver(void *p)
     for (uint64_t n = 0;; n++) {
         while (atomic_load(&k->sh->pause_recv) && !atomic_load(&k->sh->stop))
             usleep(200);
-        uint64_t h = mix64(n ^ ((uint64_t)k->idx << 40) ^ (uint64_t)getpid());
+        uint64_t h = th_mix(n ^ ((uint64_t)k->idx << 40) ^ (uint64_t)getpid());
         int mode = atomic_load(&me->dwell) == PH_HOLDING ? 1 : (int)(h % 3);
         struct ndc_array a, b;
         atomic_fetch_add(&me->calls, 1);
@@ -517,7 +488,7 @@ static void kill_round(uint64_t seed, int target, struct ktally *t)
     ndc_chan *ch = mkchan(slots, slot_bytes);
     static struct kshared *sh;
     if (!sh)
-        sh = shared_alloc(sizeof *sh);
+        sh = th_shared(sizeof *sh);
     memset(sh, 0, sizeof *sh);
     struct karg args[KMAXC];
     for (int i = 0; i < ns + nr; i++) {
@@ -718,7 +689,7 @@ static void kill_rounds(int target, int rounds, uint64_t seed0)
     int64_t t0 = th_now_ns();
     uint64_t base = seed0 ^ (uint64_t)th_now_ns();
     for (int i = 0; i < rounds; i++)
-        kill_round(mix64(base + (uint64_t)i), target, &t);
+        kill_round(th_mix(base + (uint64_t)i), target, &t);
     char ph[512] = "";
     size_t off = 0;
     for (int p = 0; p < PH_N; p++)
@@ -843,7 +814,7 @@ static void report_times(const char *what, int64_t *lat, int n)
 Test(faults, detect_receiver_eownerdead_after_sender_killed, .timeout = TMO(90))
 {
     int64_t lat[DETECT_TRIES];
-    struct det *d = shared_alloc(sizeof *d);
+    struct det *d = th_shared(sizeof *d);
     for (int i = 0; i < DETECT_TRIES; i++) {
         memset(d, 0, sizeof *d);
         ndc_chan *ch = mkchan(2, 4096);
@@ -917,7 +888,7 @@ static int d_full_sender(void *p)
 Test(faults, detect_slot_back_after_hoarding_receiver_killed, .timeout = TMO(90))
 {
     int64_t lat[DETECT_TRIES];
-    struct det *d = shared_alloc(sizeof *d);
+    struct det *d = th_shared(sizeof *d);
     for (int i = 0; i < DETECT_TRIES; i++) {
         memset(d, 0, sizeof *d);
         ndc_chan *ch = mkchan(4, 4096);
@@ -969,7 +940,7 @@ static int d_full_sender2(void *p)
 Test(faults, detect_sender_eownerdead_after_receiver_killed, .timeout = TMO(90))
 {
     int64_t lat[DETECT_TRIES];
-    struct det *d = shared_alloc(sizeof *d);
+    struct det *d = th_shared(sizeof *d);
     for (int i = 0; i < DETECT_TRIES; i++) {
         memset(d, 0, sizeof *d);
         ndc_chan *ch = mkchan(2, 4096);
@@ -1253,7 +1224,7 @@ static void mid_commit_case(int before_state)
     ndc_chan *ch = mkchan(4, 64);
     int rc;
     struct ndc_array a;
-    struct mid *m = shared_alloc(sizeof *m);
+    struct mid *m = th_shared(sizeof *m);
     struct marg g = { ch, m, before_state };
     pid_t p = th_fork(mid_commit_sender, &g);
     cr_assert_eq(mid_wait(m, 1), 0, "the sender never sent");
@@ -1567,11 +1538,11 @@ static int scribble_child(void *p)
 
 static void scribble_rounds(int region, int rounds)
 {
-    int64_t *worst = shared_alloc(sizeof *worst);
-    uint64_t base = mix64((uint64_t)th_now_ns() ^ (uint64_t)region);
+    int64_t *worst = th_shared(sizeof *worst);
+    uint64_t base = th_mix((uint64_t)th_now_ns() ^ (uint64_t)region);
     int64_t t_start = th_now_ns();
     for (int i = 0; i < rounds; i++) {
-        uint64_t seed = mix64(base + (uint64_t)i);
+        uint64_t seed = th_mix(base + (uint64_t)i);
         ndc_chan *ch = mkchan(4, 4096);
         struct seg s;
         seg_map(&s, ch);
@@ -2117,7 +2088,7 @@ Test(faults, eintr_blocked_sender_channel_consistent, .timeout = 60) { eintr_cas
 struct bigsh { _Atomic int phase; };
 struct bigarg { ndc_chan *ch; struct bigsh *sh; uint64_t tag; };
 
-static uint64_t big_val(uint64_t tag, uint64_t i, uint64_t j) { return mix64(tag ^ (i * BIG_COLS + j)); }
+static uint64_t big_val(uint64_t tag, uint64_t i, uint64_t j) { return th_mix(tag ^ (i * BIG_COLS + j)); }
 
 static int big_sender(void *p)
 {
@@ -2148,7 +2119,7 @@ static int big_sender(void *p)
 
 Test(faults, sigint_mid_send_leaves_no_partial_array, .timeout = TMO(120))
 {
-    struct bigsh *sh = shared_alloc(sizeof *sh);
+    struct bigsh *sh = th_shared(sizeof *sh);
     uint64_t rs = (uint64_t)th_now_ns();
     int mid = 0, after = 0;
     for (int round = 0; round < ROUNDS(12); round++) {

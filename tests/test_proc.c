@@ -30,28 +30,6 @@
 #include "ndchan.h"
 #include "helpers.h"
 
-#define MS (1000000LL)
-#define SEC (1000000000LL)
-
-/* A child's check: report and leave with `code`. */
-#define CK(cond, code, ...)                                                                  \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "[child %d] %s:%d: ", (int)getpid(), __FILE__, __LINE__);        \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fprintf(stderr, " (last error: %s)\n", ndc_last_error());                        \
-            return (code);                                                                   \
-        }                                                                                    \
-    } while (0)
-
-/* Memory shared with the children, for flags, times and records. */
-static void *shared_alloc(size_t n)
-{
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(p, MAP_FAILED);
-    memset(p, 0, n);
-    return p;
-}
 
 static int wait_flag(_Atomic int *f, int want, int ms)
 {
@@ -343,7 +321,7 @@ static int mp_receiver(void *p)
 Test(proc, senders_x_receivers_exactly_once, .timeout = 90)
 {
     ndc_chan *ch = th_chan(4, 4096);
-    struct mp_shared *sh = shared_alloc(sizeof *sh);
+    struct mp_shared *sh = th_shared(sizeof *sh);
     struct mp_arg args[MP_S + MP_R];
     pid_t pids[MP_S + MP_R];
     for (int i = 0; i < MP_R; i++) {
@@ -463,7 +441,7 @@ Test(proc, inherited_handle_counts_as_process, .timeout = 30)
 {
     ndc_chan *ch = th_chan(2, 4096);
     cr_assert_eq(getstat(ch).attached, 1);
-    struct sync_shared *sh = shared_alloc(sizeof *sh);
+    struct sync_shared *sh = th_shared(sizeof *sh);
     struct inh_arg arg = { ch, sh, 1 };
     pid_t pid = th_fork(inh_child, &arg);
     cr_assert_eq(wait_flag(&sh->step, 1, 10000), 0, "the child never sent");
@@ -496,7 +474,7 @@ Test(proc, inherited_handle_counts_as_process, .timeout = 30)
 Test(proc, attached_drops_when_child_exits, .timeout = 30)
 {
     ndc_chan *ch = th_chan(2, 4096);
-    struct sync_shared *sh = shared_alloc(sizeof *sh);
+    struct sync_shared *sh = th_shared(sizeof *sh);
     struct inh_arg arg = { ch, sh, 0 };
     pid_t pid = th_fork(inh_child, &arg);
     cr_assert_eq(wait_flag(&sh->step, 1, 10000), 0, "the child never sent");
@@ -717,7 +695,7 @@ Test(proc, one_gib_zero_copy, .timeout = 60)
     if (avail >= 0 && avail < 3L * 1024 * 1024)
         cr_skip_test("%ld KiB available, need 3 GiB", avail);
     ndc_chan *ch = th_chan(1, GIB);
-    struct sync_shared *sh = shared_alloc(sizeof *sh);
+    struct sync_shared *sh = th_shared(sizeof *sh);
     struct big_arg arg = { ch, sh };
     pid_t pid = th_fork(big_child, &arg);
     long rss0 = th_proc_kb("/proc/self/status", "VmRSS"), anon0 = th_proc_kb("/proc/self/status", "RssAnon");
@@ -824,7 +802,7 @@ static void interrupt_case(int sender)
         th_ok(ndc_send(ch, &a, 0));
         th_ok(ndc_send(ch, &a, 0));
     }
-    struct sync_shared *sh = shared_alloc(sizeof *sh);
+    struct sync_shared *sh = th_shared(sizeof *sh);
     struct intr_arg arg = { ch, sh, sender };
     pid_t pid = th_fork(intr_child, &arg);
     uint32_t w = sender ? POLL_STAT(ch, senders_waiting, 1) : POLL_STAT(ch, receivers_waiting, 1);
@@ -879,7 +857,7 @@ static int bp_child(void *p)
 Test(proc, full_channel_blocks_sender, .timeout = 30)
 {
     ndc_chan *ch = th_chan(2, 4096);
-    struct sync_shared *sh = shared_alloc(sizeof *sh);
+    struct sync_shared *sh = th_shared(sizeof *sh);
     struct bp_arg arg = { ch, sh };
     pid_t pid = th_fork(bp_child, &arg);
     cr_assert_eq(wait_flag(&sh->step, 1, 10000), 0);
@@ -935,7 +913,7 @@ Test(proc, end_of_stream_across_processes, .timeout = 30)
 {
     /* The child closes while the parent waits. */
     ndc_chan *ch = th_chan(2, 4096);
-    struct sync_shared *sh = shared_alloc(sizeof *sh);
+    struct sync_shared *sh = th_shared(sizeof *sh);
     struct eos_arg arg = { ch, sh, 1 };
     pid_t pid = th_fork(eos_child, &arg);
     struct ndc_array a;
@@ -1014,7 +992,7 @@ static int dead_receiver(void *p)
 Test(proc, sender_killed_receiver_gets_eownerdead, .timeout = 40)
 {
     ndc_chan *ch = th_chan(2, 4096);
-    struct dead_shared *sh = shared_alloc(sizeof *sh);
+    struct dead_shared *sh = th_shared(sizeof *sh);
     struct dead_arg arg = { ch, sh };
     pid_t ps = th_fork(dead_sender, &arg);
     pid_t pr = th_fork(dead_receiver, &arg);
@@ -1076,7 +1054,7 @@ static int blocked_sender(void *p)
 Test(proc, receiver_killed_sender_gets_eownerdead, .timeout = 40)
 {
     ndc_chan *ch = th_chan(2, 4096);
-    struct dead_shared *sh = shared_alloc(sizeof *sh);
+    struct dead_shared *sh = th_shared(sizeof *sh);
     struct dead_arg arg = { ch, sh };
     pid_t pr = th_fork(dead_receiver2, &arg);
     pid_t ps = th_fork(blocked_sender, &arg);
