@@ -72,7 +72,9 @@ static void bind_handle(ndc_chan *ch, uint32_t open_flags)
         ch->spin_budget = 0;
     atomic_init(&ch->spin_now[0], ch->spin_budget);
     atomic_init(&ch->spin_now[1], ch->spin_budget);
-    atomic_init(&ch->stash, -1);
+    pthread_mutex_init(&ch->stash_lock, NULL);
+    ch->nstash = 0;
+    atomic_init(&ch->stash_count, 0);
     ch->fork_gen = atomic_load(&ndc__fork_gen);
 }
 
@@ -193,6 +195,7 @@ void ndc_free(ndc_chan *ch)
         ndc__peer_leave(ch);
     ndc__segment_unmap(&ch->seg);
     close(ch->seg.fd);
+    pthread_mutex_destroy(&ch->stash_lock);
     free(ch);
 }
 
@@ -208,7 +211,11 @@ int ndc__rejoin_slow(ndc_chan *ch)
     if (ch->fork_gen != gen) {
         struct ndc__deadline dl;
         ndc__deadline_init(&dl, 1000000000);
-        atomic_store(&ch->stash, -1);    /* the parent's loan, not ours */
+        /* the parent's kept loans are not ours, and its threads may have
+         * held the stash lock at fork(): start both afresh */
+        pthread_mutex_init(&ch->stash_lock, NULL);
+        ch->nstash = 0;
+        atomic_store(&ch->stash_count, 0);
         r = ndc__peer_join(ch, &dl);
         if (r == 0)
             ch->fork_gen = gen;
@@ -224,7 +231,9 @@ int ndc_close(ndc_chan *ch)
     /* The mark goes into the semaphore words themselves: a waiter about to
      * sleep on an old value sees the change (no lost wake-up), and nothing
      * here waits on another process. */
-    for (int side = 0; side < 2; side++) {
+    /* The ready side first: a closer killed between the two still ends the
+     * stream for receivers, and commits see the mark there. */
+    for (int side = NDC__SIDE_READY; side >= NDC__SIDE_FREE; side--) {
         atomic_fetch_or(&ch->ctrl->sem[side].count, NDC__CLOSED);
         ndc__futex_wake(&ch->ctrl->sem[side].count, INT32_MAX);
     }
@@ -302,13 +311,16 @@ static int sleep_once(ndc_chan *ch, int side, uint32_t seen, int64_t ns)
 {
     struct ndc__ctrl *c = ch->ctrl;
     struct ndc__peer *me = &ch->peers[ch->me];
-    atomic_fetch_add(&me->sleeping[side], 1);
+    /* The total first on the way in and last on the way out: a process
+     * killed in between leaves it too high (a spare wake-up), never too low
+     * (a missed one); the sweep subtracts what its entry says. */
     atomic_fetch_add(&c->sleepers[side], 1);    /* seq_cst: see post_wake */
+    atomic_fetch_add(&me->sleeping[side], 1);
     int r = 0;
     if (atomic_load(&c->sem[side].count) == seen)
         r = ndc__futex_wait(&c->sem[side].count, seen, ns);
-    atomic_fetch_sub(&c->sleepers[side], 1);
     atomic_fetch_sub(&me->sleeping[side], 1);
+    atomic_fetch_sub(&c->sleepers[side], 1);
     return r;
 }
 
@@ -377,7 +389,7 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
 {
     struct ndc__ctrl *c = ch->ctrl;
     uint64_t word = NDC__WORD(new_state, ch->me);
-    int spun = 0;
+    int spun = 0, rebuilt = 0;
     int64_t gave_up_at = 0;
     for (;;) {
         /* pairs with the release increment in ndc__queue_push */
@@ -396,9 +408,14 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
                     adapt_spin(ch, side, gave_up_at);
                 return 0;
             }
-            if (r != -EAGAIN)
+            /* -EBADMSG: the queues were corrupt and have been rebuilt from
+             * the slot states, which lost nothing; try once more before
+             * saying so. -EAGAIN: another taker was first. */
+            if ((r == -EBADMSG && rebuilt++) || (r != -EAGAIN && r != -EBADMSG))
                 return r;
-            continue;   /* another taker was first */
+            if (r == -EAGAIN && dl->timeout_ns > 0 && ndc__deadline_left(dl) == 0)
+                return -ETIMEDOUT;   /* a count that keeps lying must not keep us */
+            continue;
         }
         if (v & NDC__CLOSED)
             return -EPIPE;
@@ -438,23 +455,33 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
     }
 }
 
-/* V on side: publish slot with new_state, then wake a sleeper. */
-static int give(ndc_chan *ch, int side, uint32_t slot, uint64_t word)
+/* V on side: publish a slot this process holds in state `held`, as `word`,
+ * then wake a sleeper. Ownership is checked again under the lock: two
+ * threads releasing one loan must not both list it. A commit that meets a
+ * closed channel frees the slot instead and returns -EPIPE. */
+static int give(ndc_chan *ch, int side, uint32_t slot, uint32_t held, uint64_t word)
 {
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, NDC_FOREVER);
     int r = lock_queues(ch, &dl);
     if (r)
         return r;
-    r = ndc__queue_push(ch, side, slot, word);
-    if (r == -EBADMSG) {
-        /* The queue was corrupt and has just been rebuilt from the slot
-         * states. If the slot is still ours, the rebuild left it off the
-         * queues: push it again. If the rebuild freed it, it is listed. */
-        uint64_t w = atomic_load_explicit(&ch->slots[slot].state, memory_order_relaxed);
-        uint32_t st = NDC__STATE(w);
-        r = (st == NDC__RESERVED || st == NDC__LOANED) && NDC__OWNER(w) == ch->me
-                ? ndc__queue_push(ch, side, slot, word) : 0;
+    for (int attempt = 0;; attempt++) {
+        if (atomic_load_explicit(&ch->slots[slot].state, memory_order_relaxed) != NDC__WORD(held, ch->me)) {
+            /* not ours (any more): a second release, or freed by a rebuild */
+            r = attempt ? 0 : ndc__fail(-EINVAL, "slot %u is not held by this process", slot);
+            break;
+        }
+        r = ndc__queue_push(ch, side, slot, word);
+        if (r == -EPIPE) {
+            side = NDC__SIDE_FREE;
+            r = ndc__queue_push(ch, side, slot, NDC__WORD(NDC__FREE, 0));
+            r = r ? r : ndc__fail(-EPIPE, "channel closed before commit: the array is dropped");
+        }
+        /* -EBADMSG: the queues were corrupt and are rebuilt from the slot
+         * states; if the slot is still ours it was left off them: again. */
+        if (r != -EBADMSG || attempt)
+            break;
     }
     ndc__unlock(&ch->ctrl->lock);
     post_wake(ch, side);
@@ -525,10 +552,6 @@ int ndc_commit(ndc_chan *ch, struct ndc_array *a)
     if (nbytes > ch->seg.g.slot_bytes)
         return ndc__fail(-E2BIG, "array grew to %llu bytes, slots hold %llu",
                          (unsigned long long)nbytes, (unsigned long long)ch->seg.g.slot_bytes);
-    if (atomic_load_explicit(&ch->ctrl->sem[NDC__SIDE_READY].count, memory_order_relaxed) & NDC__CLOSED) {
-        give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
-        return ndc__fail(-EPIPE, "channel closed before commit: the array is dropped");
-    }
     /* The header is ours to write while the slot is RESERVED; the lock's
      * release in give() publishes it with the state. */
     struct ndc__slot *s = &ch->slots[slot];
@@ -538,7 +561,7 @@ int ndc_commit(ndc_chan *ch, struct ndc_array *a)
     s->ndim = a->ndim;
     memcpy(s->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
     ndc__c_strides(item, a->ndim, a->shape, s->strides);
-    return give(ch, NDC__SIDE_READY, slot, NDC__WORD(NDC__READY, 0));
+    return give(ch, NDC__SIDE_READY, slot, NDC__RESERVED, NDC__WORD(NDC__READY, 0));
 }
 
 int ndc_cancel(ndc_chan *ch, struct ndc_array *a)
@@ -551,7 +574,7 @@ int ndc_cancel(ndc_chan *ch, struct ndc_array *a)
         return r;
     if (!holds(ch, slot, NDC__RESERVED))
         return ndc__fail(-EINVAL, "slot %u is not reserved by this process", slot);
-    return give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+    return give(ch, NDC__SIDE_FREE, slot, NDC__RESERVED, NDC__WORD(NDC__FREE, 0));
 }
 
 /* Fill `a` from a loaned slot's header. Only what is used is read, once,
@@ -601,6 +624,45 @@ static void first_receive(ndc_chan *ch)
     place_near_receiver(ch);
 }
 
+/* The -EMSGSIZE stash: a FIFO of loans this handle keeps for its next
+ * receives. The count is read without the lock so that the usual receive
+ * (nothing kept) costs one load. */
+static void stash_put(ndc_chan *ch, uint32_t slot)
+{
+    pthread_mutex_lock(&ch->stash_lock);
+    if (ch->nstash < ch->seg.g.nslots)
+        ch->stash[ch->nstash++] = (uint16_t)slot;
+    atomic_store(&ch->stash_count, ch->nstash);
+    pthread_mutex_unlock(&ch->stash_lock);
+}
+
+static int stash_take(ndc_chan *ch, uint32_t *slot)
+{
+    if (atomic_load_explicit(&ch->stash_count, memory_order_relaxed) == 0)
+        return 0;
+    pthread_mutex_lock(&ch->stash_lock);
+    int got = ch->nstash > 0;
+    if (got) {
+        *slot = ch->stash[0];
+        memmove(ch->stash, ch->stash + 1, sizeof ch->stash[0] * --ch->nstash);
+    }
+    atomic_store(&ch->stash_count, ch->nstash);
+    pthread_mutex_unlock(&ch->stash_lock);
+    return got;
+}
+
+static int stash_has(ndc_chan *ch, uint32_t slot)
+{
+    if (atomic_load_explicit(&ch->stash_count, memory_order_relaxed) == 0)
+        return 0;
+    pthread_mutex_lock(&ch->stash_lock);
+    int found = 0;
+    for (uint32_t i = 0; i < ch->nstash && !found; i++)
+        found = ch->stash[i] == slot;
+    pthread_mutex_unlock(&ch->stash_lock);
+    return found;
+}
+
 /* Take the next array: the one kept by -EMSGSIZE first, else the oldest
  * ready one. A header that fails validation drops its array. */
 static int next_loan(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns, uint32_t *slot_out)
@@ -609,10 +671,7 @@ static int next_loan(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns, uint
     if ((r = ndc__ensure_joined(ch)))
         return r;
     uint32_t slot = 0;
-    int32_t kept = atomic_exchange(&ch->stash, -1);
-    if (kept >= 0) {
-        slot = (uint32_t)kept;
-    } else {
+    if (!stash_take(ch, &slot)) {
         first_receive(ch);
         struct ndc__deadline dl;
         ndc__deadline_init(&dl, timeout_ns);
@@ -620,7 +679,7 @@ static int next_loan(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns, uint
             return r;
     }
     if ((r = describe(ch, slot, a))) {
-        give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+        give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
         return r;
     }
     *slot_out = slot;
@@ -647,9 +706,9 @@ int ndc_release(ndc_chan *ch, struct ndc_array *a)
     int r = slot_of(ch, a->data, &slot);
     if (r || (r = ndc__ensure_joined(ch)))
         return r;
-    if (!holds(ch, slot, NDC__LOANED) || atomic_load(&ch->stash) == (int32_t)slot)
+    if (!holds(ch, slot, NDC__LOANED) || stash_has(ch, slot))
         return ndc__fail(-EINVAL, "slot %u is not on loan to this process", slot);
-    return give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+    return give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
 }
 
 /* ---- one copy ----------------------------------------------------------- */
@@ -682,14 +741,14 @@ int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout
     void *dst = a->data;
     if (nbytes > capacity || (nbytes && !dst)) {
         /* keep it for the next receive; describe it so the caller can size a buffer */
-        atomic_store(&ch->stash, (int32_t)slot);
+        stash_put(ch, slot);
         v.data = dst;
         *a = v;
         return ndc__fail(-EMSGSIZE, "array of %llu bytes, buffer of %zu: kept for the next receive",
                          (unsigned long long)nbytes, capacity);
     }
     memcpy(dst, v.data, nbytes);
-    give(ch, NDC__SIDE_FREE, slot, NDC__WORD(NDC__FREE, 0));
+    give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
     v.data = dst;
     *a = v;
     return 0;

@@ -1,6 +1,7 @@
 /* Channel internals shared with the optional parts (numa, npy/io). */
 #ifndef NDC_CHAN_H
 #define NDC_CHAN_H
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "ndchan.h"
@@ -41,8 +42,12 @@ struct ndc_chan {
     int64_t spin_budget;         /* ns; 0: never spin */
     _Atomic int64_t spin_now[2]; /* adapted budget per semaphore */
     _Atomic int64_t last_sweep;  /* when a non-blocking call last looked for dead peers */
-    /* A loan kept by ndc_recv's -EMSGSIZE, handed out by the next receive. */
-    _Atomic int32_t stash;
+    /* Loans kept by ndc_recv's -EMSGSIZE, handed out first by the next
+     * receives, oldest first (several threads may each keep one). */
+    pthread_mutex_t stash_lock;
+    uint16_t stash[NDC_MAX_SLOTS];  /* FIFO of slot indices, nstash of them */
+    uint32_t nstash;             /* under stash_lock */
+    _Atomic uint32_t stash_count;/* the same, for a lock-free look on the fast path */
 };
 
 /* Bring a handle used for the first time in a forked child into the

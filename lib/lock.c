@@ -11,6 +11,7 @@
  * debugger), since no critical section takes that long otherwise. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,10 +55,25 @@ int ndc__proc_stat(int32_t pid, uint64_t *start_time, char *state)
     return 0;
 }
 
+/* Whether /proc can answer for this process at all (not mounted in some
+ * chroots and sandboxes): without it, ENOENT would call every pid dead. */
+static int proc_usable(void)
+{
+    static _Atomic int usable = -1;
+    int u = atomic_load_explicit(&usable, memory_order_relaxed);
+    if (u < 0) {
+        u = access("/proc/self/stat", R_OK) == 0;
+        atomic_store_explicit(&usable, u, memory_order_relaxed);
+    }
+    return u;
+}
+
 int ndc__pid_alive(int32_t pid, uint64_t start_time)
 {
     if (pid <= 0)
         return 0;
+    if (!proc_usable())   /* the signal probe: blind to zombies and reused pids */
+        return kill(pid, 0) == 0 || errno == EPERM;
     uint64_t st;
     char state;
     int r = ndc__proc_stat(pid, &st, &state);
@@ -82,7 +98,7 @@ static int holder_stuck(uint32_t holder)
     uint64_t st;
     char state;
     if (ndc__proc_stat((int32_t)holder, &st, &state))
-        return 1;
+        return 1;   /* no /proc: a holder for 2 s is stuck, stopped or not */
     return state != 'T' && state != 't';
 }
 

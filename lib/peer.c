@@ -59,26 +59,42 @@ static uint32_t peers_hw(ndc_chan *ch)
 
 int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
 {
-    uint32_t hw = peers_hw(ch), found = 0;
+    /* Judge liveness without the lock (it reads /proc), but change an entry
+     * only under it, and only if it is still the very entry judged: in
+     * between, another sweeper may have retired it and a new process
+     * claimed it (claims and retirements both run under the lock). */
+    struct { uint32_t i, state; int32_t pid; uint64_t start; } dead[NDC_MAX_PEERS];
+    uint32_t hw = peers_hw(ch), ndead = 0, gone = 0;
     for (uint32_t i = 0; i < hw; i++) {
         struct ndc__peer *p = &ch->peers[i];
         uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+        if (i == ch->me || st == NDC__PEER_UNUSED)
+            continue;
+        if (st == NDC__PEER_GONE) {
+            gone++;
+            continue;
+        }
         /* a state that is none of ours is a scribbled entry: retire it too,
          * or it would hold its place (and any slots naming it) forever */
-        int garbage = i != ch->me && st != NDC__PEER_UNUSED && st != NDC__PEER_LIVE &&
-                      st != NDC__PEER_GONE;
-        if ((st == NDC__PEER_LIVE && i != ch->me && !ndc__pid_alive(p->pid, p->start_time)) || garbage)
-            atomic_compare_exchange_strong(&p->state, &st, NDC__PEER_GONE);
-        found += atomic_load_explicit(&p->state, memory_order_relaxed) == NDC__PEER_GONE;
+        int32_t pid = p->pid;
+        uint64_t start = p->start_time;
+        if (st != NDC__PEER_LIVE || !ndc__pid_alive(pid, start))
+            dead[ndead++] = (typeof(dead[0])){i, st, pid, start};
     }
-    if (!found)
+    if (!ndead && !gone)
         return 0;
     int r = lock_ctrl(ch, dl);
     if (r)
         return r;
+    for (uint32_t k = 0; k < ndead; k++) {
+        struct ndc__peer *p = &ch->peers[dead[k].i];
+        if (atomic_load_explicit(&p->state, memory_order_relaxed) == dead[k].state &&
+            p->pid == dead[k].pid && p->start_time == dead[k].start)
+            atomic_store_explicit(&p->state, NDC__PEER_GONE, memory_order_relaxed);
+    }
     uint32_t before = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
     for (uint32_t i = 0; i < hw; i++)
-        if (atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed) == NDC__PEER_GONE)
+        if (i != ch->me && atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed) == NDC__PEER_GONE)
             retire(ch, i);
     uint32_t after = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
     ndc__unlock(&ch->ctrl->lock);
@@ -168,8 +184,10 @@ void ndc__peer_role(ndc_chan *ch, uint32_t role)
 {
     if (atomic_load_explicit(&ch->roles, memory_order_relaxed) & role)
         return;
-    atomic_fetch_or_explicit(&ch->roles, role, memory_order_relaxed);
-    atomic_fetch_or_explicit(&ch->peers[ch->me].flags, role, memory_order_relaxed);
+    /* the shared entry first: another thread that sees the handle's bit
+     * skips this, and must not run ahead of what other processes can see */
+    atomic_fetch_or_explicit(&ch->peers[ch->me].flags, role, memory_order_release);
+    atomic_fetch_or_explicit(&ch->roles, role, memory_order_release);
 }
 
 int ndc__peer_other_side_gone(ndc_chan *ch, int side)

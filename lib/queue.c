@@ -11,9 +11,12 @@
  * that are each either before or after, and the queues are rebuilt from
  * them. Indices and counts read here are checked against nslots and against
  * the slot they name: a corrupt segment gives -EBADMSG and a rebuild, never
- * an access out of bounds. The ring position is free running (uint32_t);
- * only its value mod nslots is used, so wrap-around needs no care. */
+ * an access out of bounds. The ring head is kept below nslots (it wraps by
+ * hand): a free-running counter taken mod nslots would jump when it wraps
+ * at 2^32 unless nslots divided 2^32. Work arrays of the rebuild are
+ * private, so a peer scribbling during it cannot steer an index. */
 #include <errno.h>
+#include <string.h>
 
 #include "error.h"
 #include "queue.h"
@@ -33,14 +36,17 @@ int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot)
         return -EAGAIN;
     if (cnt > n)
         return corrupt(ch, "count above slots");
-    uint32_t idx = side == NDC__SIDE_FREE ? ch->free_idx[cnt - 1] : ch->ready_idx[c->ready_head % n];
+    uint32_t head = c->ready_head;
+    if (head >= n)
+        return corrupt(ch, "ring head out of range");
+    uint32_t idx = side == NDC__SIDE_FREE ? ch->free_idx[cnt - 1] : ch->ready_idx[head];
     if (idx >= n)
         return corrupt(ch, "slot index out of range");
     uint64_t w = atomic_load_explicit(&ch->slots[idx].state, memory_order_relaxed);
     if (NDC__STATE(w) != (side == NDC__SIDE_FREE ? NDC__FREE : NDC__READY))
         return corrupt(ch, "queued slot in the wrong state");
     if (side == NDC__SIDE_READY) {
-        c->ready_head++;
+        c->ready_head = head + 1 == n ? 0 : head + 1;
         atomic_store_explicit(&c->received, atomic_load_explicit(&c->received, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     }
@@ -54,28 +60,39 @@ int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
 {
     struct ndc__ctrl *c = ch->ctrl;
     uint32_t n = ch->seg.g.nslots;
-    uint32_t cnt = NDC__COUNT(atomic_load_explicit(&c->sem[side].count, memory_order_relaxed));
-    if (cnt >= n)
+    _Atomic uint32_t *count = &c->sem[side].count;
+    uint32_t old = atomic_load_explicit(count, memory_order_relaxed);
+    uint32_t cnt = NDC__COUNT(old), head = c->ready_head;
+    if (cnt >= n || head >= n)
         return corrupt(ch, "push onto a full queue");
-    if (side == NDC__SIDE_FREE) {
-        ch->free_idx[cnt] = (uint16_t)slot;
-    } else {
+    /* The count is the semaphore. It may go up before the slot is listed:
+     * takers pop only under the lock we hold. seq_cst, not just release:
+     * with the sleeper's seq_cst increment of `sleepers` and both sides'
+     * seq_cst loads, either the poster sees the sleeper (post_wake in
+     * chan.c) or the sleeper sees this count (Dekker). The release half
+     * pairs with a waiter's acquire load of the count. */
+    if (side == NDC__SIDE_READY) {
+        /* A commit races ndc_close, which sets CLOSED without the lock:
+         * either this increment comes first (the array was sent before the
+         * end of stream, and receivers drain it) or the commit fails. */
+        do {
+            if (old & NDC__CLOSED)
+                return -EPIPE;
+        } while (!atomic_compare_exchange_weak_explicit(count, &old, old + 1, memory_order_seq_cst,
+                                                        memory_order_relaxed));
         /* counters change here, under the lock, on the line we hold anyway */
         uint64_t seq = atomic_load_explicit(&c->sent, memory_order_relaxed);
         ch->slots[slot].seq = seq;
         atomic_store_explicit(&c->sent, seq + 1, memory_order_relaxed);
         atomic_store_explicit(&c->bytes_sent, atomic_load_explicit(&c->bytes_sent, memory_order_relaxed) +
                               ch->slots[slot].nbytes, memory_order_relaxed);
-        ch->ready_idx[(c->ready_head + cnt) % n] = (uint16_t)slot;
+        ch->ready_idx[(head + cnt) % n] = (uint16_t)slot;
+    } else {
+        atomic_fetch_add_explicit(count, 1, memory_order_seq_cst);
+        ch->free_idx[cnt] = (uint16_t)slot;
     }
     atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
     atomic_store_explicit(&c->sem[side].hint, slot, memory_order_relaxed);
-    /* The count is the semaphore: it goes up last, once the slot is listed.
-     * seq_cst, not just release: with the sleeper's seq_cst increment of
-     * `sleepers` and both sides' seq_cst loads, either the poster sees the
-     * sleeper (post_wake in chan.c) or the sleeper sees this count (Dekker).
-     * The release half pairs with a waiter's acquire load of the count. */
-    atomic_fetch_add_explicit(&c->sem[side].count, 1, memory_order_seq_cst);
     return 0;
 }
 
@@ -90,6 +107,10 @@ void ndc__queue_rebuild(ndc_chan *ch)
     struct ndc__ctrl *c = ch->ctrl;
     uint32_t n = ch->seg.g.nslots, nfree = 0, nready = 0;
     uint64_t max_seq = 0;
+    /* Private work arrays: the sort must not read back indices a peer can
+     * scribble on. Each slot's seq is read once. */
+    uint16_t order[NDC_MAX_SLOTS];
+    uint64_t seqs[NDC_MAX_SLOTS];
     for (uint32_t i = 0; i < n; i++) {
         uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
         uint32_t st = NDC__STATE(w);
@@ -97,11 +118,13 @@ void ndc__queue_rebuild(ndc_chan *ch)
             /* insertion by seq: n is at most NDC_MAX_SLOTS, and this is rare */
             uint64_t seq = ch->slots[i].seq;
             uint32_t j = nready++;
-            while (j > 0 && ch->slots[ch->ready_idx[j - 1]].seq > seq) {
-                ch->ready_idx[j] = ch->ready_idx[j - 1];
+            while (j > 0 && seqs[j - 1] > seq) {
+                order[j] = order[j - 1];
+                seqs[j] = seqs[j - 1];
                 j--;
             }
-            ch->ready_idx[j] = (uint16_t)i;
+            order[j] = (uint16_t)i;
+            seqs[j] = seq;
             if (seq + 1 > max_seq)
                 max_seq = seq + 1;
             continue;
@@ -111,13 +134,18 @@ void ndc__queue_rebuild(ndc_chan *ch)
         atomic_store_explicit(&ch->slots[i].state, NDC__WORD(NDC__FREE, 0), memory_order_relaxed);
         ch->free_idx[nfree++] = (uint16_t)i;
     }
+    memcpy(ch->ready_idx, order, sizeof order[0] * nready);
     c->ready_head = 0;
     if (atomic_load_explicit(&c->sent, memory_order_relaxed) < max_seq)
         atomic_store_explicit(&c->sent, max_seq, memory_order_relaxed);
     /* keep the end-of-stream marks */
     for (int side = 0; side < 2; side++) {
-        uint32_t closed = atomic_load_explicit(&c->sem[side].count, memory_order_relaxed) & NDC__CLOSED;
-        atomic_store_explicit(&c->sem[side].count, (side ? nready : nfree) | closed, memory_order_release);
+        /* a CAS: ndc_close may set CLOSED at any moment, without the lock */
+        uint32_t want = side ? nready : nfree;
+        uint32_t old = atomic_load_explicit(&c->sem[side].count, memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(&c->sem[side].count, &old, (old & NDC__CLOSED) | want,
+                                                      memory_order_release, memory_order_relaxed))
+            ;
     }
     atomic_fetch_add_explicit(&c->repairs, 1, memory_order_relaxed);
 }

@@ -10,7 +10,9 @@
  * slot table (it has been rebuilt: the caller may retry). */
 int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot);
 /* Mark slot with new_word and push it on side's queue. For the ready side
- * the slot's seq is assigned here. \return 0 or -EBADMSG (rebuilt). */
+ * the slot's seq is assigned here. \return 0; -EPIPE (ready side only: the
+ * channel is closed, nothing changed); -EBADMSG (the queue was corrupt and
+ * has been rebuilt). */
 int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word);
 /* Rebuild both queues and counts from the slot states: FREE slots onto the
  * free stack, READY ones into the ring in seq order; a slot whose state is
