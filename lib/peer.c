@@ -63,7 +63,7 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
      * only under it, and only if it is still the very entry judged: in
      * between, another sweeper may have retired it and a new process
      * claimed it (claims and retirements both run under the lock). */
-    struct { uint32_t i, state; int32_t pid; uint64_t start; } dead[NDC_MAX_PEERS];
+    struct judged { uint32_t i, state; int32_t pid; uint64_t start; } dead[NDC_MAX_PEERS];
     uint32_t hw = peers_hw(ch), ndead = 0, gone = 0;
     for (uint32_t i = 0; i < hw; i++) {
         struct ndc__peer *p = &ch->peers[i];
@@ -79,7 +79,7 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
         int32_t pid = p->pid;
         uint64_t start = p->start_time;
         if (st != NDC__PEER_LIVE || !ndc__pid_alive(pid, start))
-            dead[ndead++] = (typeof(dead[0])){i, st, pid, start};
+            dead[ndead++] = (struct judged){i, st, pid, start};
     }
     if (!ndead && !gone)
         return 0;
