@@ -50,6 +50,28 @@ static size_t npy_esize(enum ndc_dtype t)
     return (t >= NDC_BOOL && t <= NDC_DTYPE_LAST) ? npy_types[t].size : 0;
 }
 
+/* numpy's rule, whatever the order of the extents: the product of the
+ * non-zero extents times the item size must fit in int64 (np.load says
+ * "array is too big" otherwise, even when another extent is 0); the payload
+ * is 0 bytes if any extent is 0. */
+static int npy_payload_size(enum ndc_dtype t, int ndim, const int64_t *shape, uint64_t *out)
+{
+    uint64_t n = npy_esize(t);
+    int zero = 0;
+    for (int i = 0; i < ndim; i++) {
+        uint64_t e = (uint64_t)shape[i];
+        if (e == 0) {
+            zero = 1;
+            continue;
+        }
+        if (n > (uint64_t)INT64_MAX / e)
+            return ndc__fail(-EOVERFLOW, "npy: the payload size of 'shape' overflows int64");
+        n *= e;
+    }
+    *out = zero ? 0 : n;
+    return 0;
+}
+
 const char *ndc__npy_descr(enum ndc_dtype t)
 {
     static const char *const names[NDC_DTYPE_LAST + 1] = {
@@ -90,7 +112,8 @@ static int npy_descr_parse(const char *s, size_t n, enum ndc_dtype *t, int *swap
         size = size * 10 + (unsigned)(s[i] - '0');
     }
     for (int i = NDC_BOOL; i <= NDC_DTYPE_LAST; i++) {
-        if (npy_types[i].kind != kind || npy_types[i].size != size)
+        /* bfloat16's entry has no kind letter: a NUL in the descr must not match it */
+        if (!npy_types[i].kind || npy_types[i].kind != kind || npy_types[i].size != size)
             continue;
         /* '|' (not applicable) and '=' (native) mean this host's order, as numpy reads them */
         *t = (enum ndc_dtype)i;
@@ -314,13 +337,10 @@ int ndc__npy_parse(const void *buf, size_t len, struct ndc__npy_header *out)
         return ndc__fail(-EBADMSG, "npy header: missing key '%s'",
                          !have_descr ? "descr" : !have_fortran ? "fortran_order" : "shape");
 
-    uint64_t n = npy_esize(h.dtype);
-    for (int i = 0; i < h.ndim; i++) {
-        uint64_t e = (uint64_t)h.shape[i];
-        if (e != 0 && n > (uint64_t)INT64_MAX / e)
-            return ndc__fail(-EOVERFLOW, "npy: the payload size of 'shape' overflows int64");
-        n *= e;
-    }
+    uint64_t n;
+    int r = npy_payload_size(h.dtype, h.ndim, h.shape, &n);
+    if (r)
+        return r;
     if (off > (uint64_t)INT64_MAX - n)
         return ndc__fail(-EOVERFLOW, "npy: header plus payload overflows int64");
     h.nbytes = n;
@@ -591,44 +611,64 @@ static void dio_align(int fd, uint32_t *mem, uint32_t *off)
     }
 }
 
+int ndc__npy_open(const char *path, struct ndc__npy_header *h)
+{
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer, past
+     * any timeout; it is refused as not a regular file below, and the flag
+     * is cleared for the reads (io_uring would answer -EAGAIN). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return ndc__fail(-errno, "npy: open %s", path);
+    struct stat st;
+    int err = 0;
+    if (fstat(fd, &st) != 0)
+        err = ndc__fail(-errno, "npy: fstat %s", path);
+    else if (!S_ISREG(st.st_mode))
+        err = ndc__fail(-EINVAL, "npy: %s is not a regular file", path);
+    else if (fcntl(fd, F_SETFL, 0) != 0)
+        err = ndc__fail(-errno, "npy: fcntl %s", path);
+    uint8_t small[4096];
+    uint8_t *buf = small;
+    ssize_t got = 0;
+    if (!err && (got = pread(fd, small, sizeof small, 0)) < 0)
+        err = ndc__fail(-errno, "npy: read %s", path);
+    uint64_t off;
+    int parsed = 0;   /* errors from here on come from the header: name the file */
+    if (!err) {
+        err = ndc__npy_header_size(small, (size_t)got, &off);
+        parsed = 1;
+    }
+    if (!err && off > (uint64_t)got && off <= (uint64_t)st.st_size) {
+        if (!(buf = malloc(off)))
+            err = -ENOMEM;
+        else if ((got = pread(fd, buf, off, 0)) < 0)
+            err = ndc__fail(-errno, "npy: read %s", path);
+    }
+    if (!err)
+        err = ndc__npy_parse(buf, (size_t)got, h);
+    if (buf != small)
+        free(buf);
+    if (!err)
+        err = ndc__npy_check_size(h, (uint64_t)st.st_size);
+    if (err && parsed)
+        err = fail_in(err, path);   /* the parser's detail, with the file named */
+    if (err) {
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
 /* Open a file and read and check its header; nothing is reserved yet. */
 static int job_open(struct job *j, const char *path)
 {
     j->fd = j->dfd = -1;
     j->path = path;
     j->err = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = ndc__npy_open(path, &j->h);
     if (fd < 0)
-        return ndc__fail(-errno, "npy: open %s", path);
+        return fd;
     j->fd = fd;
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return ndc__fail(-errno, "npy: fstat %s", path);
-    if (!S_ISREG(st.st_mode))
-        return ndc__fail(-EINVAL, "npy: %s is not a regular file", path);
-
-    uint8_t small[4096];
-    uint8_t *buf = small;
-    ssize_t got = pread(fd, small, sizeof small, 0);
-    if (got < 0)
-        return ndc__fail(-errno, "npy: read %s", path);
-    uint64_t off;
-    int err = ndc__npy_header_size(small, (size_t)got, &off);
-    if (!err && off > (uint64_t)got && off <= (uint64_t)st.st_size) {
-        if (!(buf = malloc(off)))
-            return -ENOMEM;
-        got = pread(fd, buf, off, 0);
-        if (got < 0)
-            err = ndc__fail(-errno, "npy: read %s", path);
-    }
-    if (!err)
-        err = ndc__npy_parse(buf, (size_t)got, &j->h);
-    if (buf != small)
-        free(buf);
-    if (!err)
-        err = ndc__npy_check_size(&j->h, (uint64_t)st.st_size);
-    if (err)
-        return fail_in(err, path);
     posix_fadvise(fd, (off_t)j->h.data_offset, (off_t)j->h.nbytes, POSIX_FADV_SEQUENTIAL);
 
     memset(&j->a, 0, sizeof j->a);
@@ -782,6 +822,9 @@ static int job_commit(struct job *j, ndc_chan *ch)
 {
     if (j->err)
         return j->err;
+    if (j->left)   /* never publish a slot whose payload was not all read */
+        return ndc__fail(-EIO, "npy: %s: %llu bytes were never read", j->path,
+                         (unsigned long long)j->left);
     if (j->bounce)
         ndc__npy_f2c(j->a.data, j->bounce, npy_esize(j->h.dtype), j->h.ndim, j->h.shape);
     if (j->h.swap)
@@ -958,6 +1001,10 @@ int ndc_npy_write(const struct ndc_array *a, const char *path)
     size_t esize = npy_esize(a->dtype);
     if (nbytes && !a->data)
         return ndc__fail(-EINVAL, "npy: NULL data");
+    uint64_t numpy_size;
+    int r = npy_payload_size(a->dtype, a->ndim, a->shape, &numpy_size);
+    if (r)
+        return r;   /* a file np.load (and ndc_npy_read) would refuse */
     /* like np.save: C-contiguous as is, Fortran-contiguous as fortran_order,
      * anything else gathered into C order */
     int c = nbytes == 0 || layout(a, esize, 0);
@@ -977,16 +1024,20 @@ int ndc_npy_write(const struct ndc_array *a, const char *path)
     struct ndc__io *io = NULL;
     int err = ndc__io_create(&io, 1);
     int fd = -1;
+    int regular = 0;
     if (!err && (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
         err = ndc__fail(-errno, "npy: create %s", path);
+    struct stat st;
+    if (!err)
+        regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
     if (!err)
         err = io_write_all(io, fd, hdr, (size_t)hlen, 0);
     if (!err && nbytes)
         err = io_write_all(io, fd, src, nbytes, (uint64_t)hlen);
     if (fd >= 0 && close(fd) != 0 && !err)
         err = -errno;
-    if (err && fd >= 0)
-        unlink(path);
+    if (err && fd >= 0 && regular)
+        unlink(path);   /* a half-written file; never a device or FIFO that was there */
     ndc__io_free(io);
     free(tmp);
     return err ? ndc__fail(err, "npy: writing %s", path) : 0;

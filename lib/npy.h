@@ -41,6 +41,10 @@ struct ndc__npy_header {
  *                   NDC__NPY_HEADER_MAX
  * \return -ENOTSUP  a version other than 1.0, 2.0, 3.0 */
 int ndc__npy_header_size(const void *buf, size_t len, uint64_t *data_offset);
+/* Open a .npy file for reading and read, parse and size-check its header.
+ * Never blocks on a FIFO (refused: not a regular file). \return the fd,
+ * or -errno with a detail in ndc_last_error(). */
+int ndc__npy_open(const char *path, struct ndc__npy_header *h);
 
 /* Parse a whole header from buf[0..len); `len` may exceed the header (the
  * payload's first bytes are ignored). Fills every field of *h; *h is

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -685,4 +686,67 @@ Test(npy_chan, load_stops_at_first_bad_file, .init = mktmp, .fini = rmtmp, .time
     cr_assert_eq(st.free, 8 - 2, "no slot taken by the bad file or those after it");
     ndc_free(ch);
     free_series(p, 5);
+}
+
+/* ---- found by review: each was a confirmed bug with a reproducer --------- */
+
+/* Opening a FIFO waited for a writer, past any timeout: refused at once. */
+Test(npy_review, fifo_path_is_refused_not_waited_on, .init = mktmp, .fini = rmtmp, .timeout = 10)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/f.fifo", tmpdir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    ndc_chan *ch = th_chan(2, 4096);
+    th_expect(ndc_npy_read(ch, path, 0, 0), -EINVAL);
+    const char *paths[] = {path};
+    th_expect(ndc_npy_load(ch, paths, 1, NULL), -EINVAL);
+    ndc_free(ch);
+}
+
+/* bfloat16's table entry has no kind letter: a NUL there matched it. */
+Test(npy_review, nul_type_letter_is_not_bfloat16, .timeout = 10)
+{
+    struct ndc__npy_header h;
+    uint8_t buf[256];
+    size_t n = make_npy(buf, 1, "{'descr': '<X2', 'fortran_order': False, 'shape': (3,), }", NULL, 0);
+    /* put the NUL where make_npy put the X */
+    uint8_t *x = memchr(buf, 'X', n);
+    cr_assert_not_null(x);
+    *x = 0;
+    cr_assert_neq(ndc__npy_parse(buf, n, &h), 0, "a NUL type letter was accepted as dtype %d", h.dtype);
+}
+
+/* The size check multiplied in order and stopped at the first zero: (0, 2^62)
+ * passed, (2^62, 0) did not. numpy refuses both; so does ndchan, both ways. */
+Test(npy_review, oversized_shape_with_a_zero_is_refused_in_any_order, .init = mktmp, .fini = rmtmp,
+     .timeout = 10)
+{
+    struct ndc__npy_header h;
+    th_expect(parse_dict(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (0, 4611686018427387904), }", &h),
+              -EOVERFLOW);
+    th_expect(parse_dict(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", &h),
+              -EOVERFLOW);
+    char path[512];
+    snprintf(path, sizeof path, "%s/z.npy", tmpdir);
+    int64_t shape[2] = {0, (int64_t)1 << 62};
+    struct ndc_array a;
+    th_ok(ndc_array_init(&a, NDC_F64, 2, shape, NULL));
+    th_expect(ndc_npy_write(&a, path), -EOVERFLOW);   /* never write what np.load refuses */
+}
+
+/* A failed write unlinked whatever was at the path, a device node included. */
+Test(npy_review, failed_write_leaves_a_device_node_alone, .init = mktmp, .fini = rmtmp, .timeout = 10)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/full", tmpdir);
+    if (mknod(path, S_IFCHR | 0600, makedev(1, 7)) != 0)   /* a /dev/full of our own */
+        cr_skip_test("mknod needs root: %s", strerror(errno));
+    int64_t shape[1] = {1024};
+    static double x[1024];
+    struct ndc_array a;
+    th_ok(ndc_array_init(&a, NDC_F64, 1, shape, x));
+    th_expect(ndc_npy_write(&a, path), -ENOSPC);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "the device node was removed");
+    cr_assert(S_ISCHR(st.st_mode));
 }

@@ -91,17 +91,13 @@ static uint64_t largest(void)
 {
     uint64_t max = 4096;
     for (size_t i = 0; i < npaths; i++) {
-        uint8_t buf[65536];
-        int fd = open(paths[i], O_RDONLY);
-        ssize_t n = fd < 0 ? -1 : pread(fd, buf, sizeof buf, 0);
-        if (fd >= 0)
-            close(fd);
         struct ndc__npy_header h;
-        if (n < 0 || ndc__npy_parse(buf, (size_t)n, &h) != 0) {
-            fprintf(stderr, "ndchan-load: %s: %s\n", paths[i],
-                    n < 0 ? strerror(errno) : ndc_last_error());
+        int fd = ndc__npy_open(paths[i], &h);   /* what the loader will read, checked the same way */
+        if (fd < 0) {
+            fprintf(stderr, "ndchan-load: %s: %s (%s)\n", paths[i], ndc_strerror(fd), ndc_last_error());
             exit(1);
         }
+        close(fd);
         if (h.nbytes > max)
             max = h.nbytes;
     }
