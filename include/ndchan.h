@@ -125,7 +125,8 @@ struct ndc_chan_opts {
  * \return -EEXIST    a shm object of that name exists
  * \return -ENOMEM    NDC_HUGEPAGES and the system has no huge pages to give
  *                    (ndc_last_error() names the setting), or out of memory
- * \return -ENOTSUP   a NUMA policy this build or machine cannot honour
+ * \return -ENOTSUP   a NUMA policy this build or machine cannot honour (with
+ *                    NDC_HUGEPAGES: one needs shmem THP, hugetlb keeps no shared policy)
  * \return -ENODEV    a NUMA node that does not exist
  * \return other      -errno of memfd_create, shm_open, ftruncate, mmap */
 NDC_API int ndc_create(ndc_chan **ch, const char *name, const struct ndc_chan_opts *o);
@@ -239,7 +240,9 @@ enum ndc_numa_policy {
     NDC_NUMA_BIND,             /* only numa_node; fail rather than spill */
     NDC_NUMA_PREFERRED,        /* numa_node first, others when it is full */
     NDC_NUMA_INTERLEAVE,       /* page by page over numa_nodeset */
-    NDC_NUMA_NEAR_RECEIVER,    /* bound to the node of the first receiver, when it attaches */
+    NDC_NUMA_NEAR_RECEIVER,    /* bound to the node of the first process that receives, at its
+                                  first receive (pages written before are migrated); observers
+                                  that attach without receiving (ndchan-stat) decide nothing */
 };
 
 /* Nodes holding the payload pages now: counts[i] = pages on node i, for

@@ -53,7 +53,6 @@ static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 /* ---- handles ------------------------------------------------------------ */
 
-static void place_near_receiver(ndc_chan *ch);
 
 static void bind_handle(ndc_chan *ch, uint32_t open_flags)
 {
@@ -90,8 +89,6 @@ static int finish_attach(ndc_chan **out, ndc_chan *ch, uint32_t open_flags)
         free(ch);
         return r;
     }
-    if (open_flags & NDC_RDONLY)
-        place_near_receiver(ch);
     *out = ch;
     return 0;
 }
@@ -602,14 +599,17 @@ static int describe(ndc_chan *ch, uint32_t slot, struct ndc_array *a)
     return 0;
 }
 
-/* NDC_NUMA_NEAR_RECEIVER: the first process known to receive places the
- * payload on its node: at a receive-only attach (before the sender has
- * touched much), else at its first receive. A failed bind is left for the
- * next receiver to try rather than marked done. */
+/* NDC_NUMA_NEAR_RECEIVER: the first process that receives places the
+ * payload on its node, at its first receive. Not at attach: a receive-only
+ * attach may be an observer (ndchan-stat, ndchan-topo --channel), which
+ * must not decide where the consumer's memory goes. Pages the sender wrote
+ * before are migrated. A failed bind is left for the next receiver to try
+ * rather than marked done. The policy is the attach-time validated copy,
+ * not the segment's live (writable by any peer) field. */
 static void place_near_receiver(ndc_chan *ch)
 {
     uint32_t zero = 0;
-    if (ch->ctrl->numa_policy != NDC_NUMA_NEAR_RECEIVER ||
+    if (ch->seg.g.numa_policy != NDC_NUMA_NEAR_RECEIVER ||
         !atomic_compare_exchange_strong(&ch->ctrl->numa_resolved, &zero, 1))
         return;
     if (ndc__numa_bind_here(ch->payload, (size_t)(ch->seg.g.total_size - ch->seg.g.payload_off)))

@@ -62,6 +62,9 @@ int ndc__ctrl_validate(const struct ndc__ctrl *c, uint64_t file_size, struct ndc
         c->peers_off != g.peers_off || c->table_off != g.table_off ||
         c->payload_off != g.payload_off || c->total_size != g.total_size)
         return ndc__fail(-EBADMSG, "segment offsets disagree with its slot count and size");
+    if (c->numa_policy > NDC_NUMA_NEAR_RECEIVER)
+        return ndc__fail(-EBADMSG, "segment NUMA policy %u unknown", c->numa_policy);
+    g.numa_policy = c->numa_policy;
     if (g.total_size > file_size)
         return ndc__fail(-EBADMSG, "segment claims %llu bytes, the file has %llu",
                          (unsigned long long)g.total_size, (unsigned long long)file_size);
@@ -136,11 +139,13 @@ static int shmem_thp_allowed(char *why, size_t cap)
  * Anonymous channels try a hugetlb memfd first (needs reserved pages), then
  * shmem with transparent huge pages; named ones only the latter (hugetlb
  * needs a hugetlbfs mount, which /dev/shm is not). */
-static int huge_fd(const char *name, uint64_t size, int *fd, int *is_thp)
+static int huge_fd(const char *name, uint64_t size, int placed, int *fd, int *is_thp)
 {
     char nr[64], thp[128];
     read_setting("/proc/sys/vm/nr_hugepages", nr, sizeof nr);
-    if (!name) {
+    /* hugetlbfs keeps no shared memory policy: a NUMA placement would bind
+     * only the creator's own mapping. With one, huge pages come from THP. */
+    if (!name && !placed) {
         int f = memfd_create("ndchan", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
         if (f >= 0) {
             /* hugetlb reserves at mmap time; probe it now to fail early. */
@@ -160,6 +165,12 @@ static int huge_fd(const char *name, uint64_t size, int *fd, int *is_thp)
         *is_thp = 1;
         return 1;   /* use an ordinary shmem fd and madvise */
     }
+    if (placed)
+        return ndc__fail(-ENOTSUP,
+                         "NDC_HUGEPAGES with a NUMA policy needs shmem transparent huge pages "
+                         "(hugetlb keeps no shared policy), and they are off: "
+                         "/sys/kernel/mm/transparent_hugepage/shmem_enabled is \"%s\" "
+                         "(write advise or always)", thp);
     return ndc__fail(-ENOMEM,
                      "NDC_HUGEPAGES: no huge pages to give: %svm.nr_hugepages is %s (need %llu "
                      "free 2 MiB pages: sysctl vm.nr_hugepages=N) and shmem transparent huge "
@@ -216,9 +227,10 @@ int ndc__segment_create(struct ndc__segment *s, const char *name, const struct n
     int r = ndc__geometry(&g, o->slots, o->slot_bytes, o->flags);
     if (r)
         return r;
+    g.numa_policy = o->numa_policy;
     int fd = -1, thp = 0, huge = 0;
     if (o->flags & NDC_HUGEPAGES) {
-        r = huge_fd(name, g.total_size, &fd, &thp);
+        r = huge_fd(name, g.total_size, o->numa_policy != NDC_NUMA_FIRST_TOUCH, &fd, &thp);
         if (r < 0)
             return r;
         huge = r == 0;

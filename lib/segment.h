@@ -131,6 +131,7 @@ _Static_assert(offsetof(struct ndc__ctrl, lock) == 5 * NDC__LINE, "queue line");
 /* Geometry: everything derived from (nslots, slot_bytes, flags). */
 struct ndc__geometry {
     uint32_t nslots, max_peers, flags;
+    uint32_t numa_policy;      /* validated at attach; the segment's field is never re-read */
     uint64_t slot_bytes, slot_stride, align;
     uint64_t peers_off, table_off, payload_off, total_size;
 };

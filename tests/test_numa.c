@@ -20,6 +20,7 @@
 
 #include "ndchan.h"
 #include "helpers.h"
+#include "segment.h"
 #include "chan.h"
 #include "numa.h"
 
@@ -816,4 +817,60 @@ Test(numa_chan, pin_and_suggest_cpus)
     th_ok(r);
     cr_expect_neq(p, c);
     cr_expect(CPU_ISSET(p, &saved) && CPU_ISSET(c, &saved), "suggested %d,%d outside our CPUs", p, c);
+}
+
+/* ---- found by review ------------------------------------------------------ */
+
+/* A receive-only attach (ndchan-stat, ndchan-topo --channel) decided where a
+ * NEAR_RECEIVER channel's memory went, for good. Only a receive does now. */
+Test(numa_review, observers_do_not_place_near_receiver, .timeout = 20)
+{
+    struct ndc_chan_opts o = {.slots = 2, .slot_bytes = 1 << 20, .numa_policy = NDC_NUMA_NEAR_RECEIVER};
+    const char *name = th_unique_name("near");
+    ndc_chan *tx, *obs;
+    int r = ndc_create(&tx, name, &o);
+    if (r == -ENOTSUP)
+        cr_skip_test("placement not available here: %s", ndc_last_error());
+    th_ok(r);
+    struct ndc__ctrl *c = mmap(NULL, sizeof *c, PROT_READ, MAP_SHARED, ndc_fd(tx), 0);
+    cr_assert_neq(c, MAP_FAILED);
+    th_ok(ndc_open(&obs, name, NDC_RDONLY));
+    struct ndc_stat st;
+    th_ok(ndc_stat(obs, &st));
+    cr_assert_eq(atomic_load(&c->numa_resolved), 0, "an observer's attach placed the payload");
+    struct ndc_array a = {.dtype = NDC_U8, .ndim = 1, .shape = {64}};
+    th_ok(ndc_reserve(tx, &a, 0));
+    th_ok(ndc_commit(tx, &a));
+    th_ok(ndc_acquire(obs, &a, 0));   /* now it receives: now it decides */
+    cr_assert_eq(atomic_load(&c->numa_resolved), 1, "the first receive did not place the payload");
+    th_ok(ndc_release(obs, &a));
+    munmap(c, sizeof *c);
+    ndc_free(obs);
+    ndc_free(tx);
+    ndc_unlink(name);
+}
+
+/* hugetlbfs keeps no shared memory policy: a placement there bound only the
+ * creator's mapping. With a policy, NDC_HUGEPAGES takes THP or fails. */
+Test(numa_review, hugepages_with_a_policy_never_use_hugetlb, .timeout = 20)
+{
+    struct ndc_chan_opts o = {.slots = 1, .slot_bytes = 2 << 20, .flags = NDC_HUGEPAGES,
+                              .numa_policy = NDC_NUMA_BIND, .numa_node = 0};
+    char thp[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+    if (f) {
+        if (!fgets(thp, sizeof thp, f))
+            thp[0] = 0;
+        fclose(f);
+    }
+    int thp_on = thp[0] && !strstr(thp, "[never]") && !strstr(thp, "[deny]");
+    ndc_chan *ch;
+    int r = ndc_create(&ch, NULL, &o);
+    if (thp_on) {
+        th_ok(r);
+        ndc_free(ch);
+    } else {
+        cr_assert_eq(r, -ENOTSUP, "got %d (%s): %s", r, ndc_strerror(r), ndc_last_error());
+        cr_assert(strstr(ndc_last_error(), "hugetlb"), "the reason is missing: %s", ndc_last_error());
+    }
 }
