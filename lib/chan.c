@@ -504,74 +504,92 @@ static int holds(const ndc_chan *ch, uint32_t slot, uint32_t st)
     return atomic_load_explicit(&ch->slots[slot].state, memory_order_relaxed) == NDC__WORD(st, ch->me);
 }
 
-int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
+/* The slot `a` names, checked to be held by this process in state st (a
+ * loan kept by -EMSGSIZE is not the caller's to release). give() checks
+ * again under the lock; this check comes first so that nothing (commit's
+ * header) is written into a slot that is not ours. */
+static int stash_has(ndc_chan *ch, uint32_t slot);
+static int own_slot(ndc_chan *ch, const struct ndc_array *a, uint32_t st, uint32_t *slot)
 {
     if (!ch || !a)
         return ndc__fail(-EINVAL, "NULL channel or array");
-    uint64_t nbytes;
-    int r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes);
-    if (r)
+    int r = slot_of(ch, a->data, slot);
+    if (r || (r = ndc__ensure_joined(ch)))
         return r;
+    if (!holds(ch, *slot, st) || (st == NDC__LOANED && stash_has(ch, *slot)))
+        return ndc__fail(-EINVAL, "slot %u is not %s by this process", *slot,
+                         st == NDC__RESERVED ? "reserved" : "on loan");
+    return 0;
+}
+
+/* Reserve a slot for an array of nbytes whose header the caller has
+ * validated; fill a->data and a->strides. */
+static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int64_t timeout_ns,
+                        uint32_t *slot)
+{
     if (ch->open_flags & NDC_RDONLY)
         return ndc__fail(-EPERM, "receive-only handle cannot send");
     if (nbytes > ch->seg.g.slot_bytes)
         return ndc__fail(-E2BIG, "array of %llu bytes, slots hold %llu", (unsigned long long)nbytes,
                          (unsigned long long)ch->seg.g.slot_bytes);
-    if ((r = ndc__ensure_joined(ch)))
+    int r = ndc__ensure_joined(ch);
+    if (r)
         return r;
     ndc__peer_role(ch, NDC__PEER_SENT);
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, timeout_ns);
-    uint32_t slot = 0;
-    if ((r = take(ch, NDC__SIDE_FREE, NDC__RESERVED, &dl, &slot)))
+    if ((r = take(ch, NDC__SIDE_FREE, NDC__RESERVED, &dl, slot)))
         return r;
-    a->data = ch->payload + (uint64_t)slot * ch->seg.g.slot_stride;
+    a->data = ch->payload + (uint64_t)*slot * ch->seg.g.slot_stride;
     ndc__c_strides(ndc_dtype_size(a->dtype), a->ndim, a->shape, a->strides);
     return 0;
 }
 
-int ndc_commit(ndc_chan *ch, struct ndc_array *a)
+/* Write the header of a reserved slot (validated C-order array of nbytes)
+ * and publish it. The header is ours to write while the slot is RESERVED;
+ * the lock's release in give() publishes it with the state. */
+static int publish(ndc_chan *ch, uint32_t slot, const struct ndc_array *a, uint64_t nbytes)
 {
-    if (!ch || !a)
-        return ndc__fail(-EINVAL, "NULL channel or array");
-    uint32_t slot = 0;
-    uint64_t nbytes;
-    int r = slot_of(ch, a->data, &slot);
-    if (r || (r = ndc__ensure_joined(ch)))
-        return r;
-    if (!holds(ch, slot, NDC__RESERVED))
-        return ndc__fail(-EINVAL, "slot %u is not reserved by this process", slot);
-    if ((r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes)))
-        return r;
-    size_t item = ndc_dtype_size(a->dtype);
-    if (!ndc__is_c_contiguous(item, a->ndim, a->shape, a->strides))
-        return ndc__fail(-EINVAL, "a committed array must keep the C-order strides of its slot");
-    if (nbytes > ch->seg.g.slot_bytes)
-        return ndc__fail(-E2BIG, "array grew to %llu bytes, slots hold %llu",
-                         (unsigned long long)nbytes, (unsigned long long)ch->seg.g.slot_bytes);
-    /* The header is ours to write while the slot is RESERVED; the lock's
-     * release in give() publishes it with the state. */
     struct ndc__slot *s = &ch->slots[slot];
     s->nbytes = nbytes;
     s->tag = a->tag;
     s->dtype = a->dtype;
     s->ndim = a->ndim;
     memcpy(s->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
-    ndc__c_strides(item, a->ndim, a->shape, s->strides);
+    ndc__c_strides(ndc_dtype_size(a->dtype), a->ndim, a->shape, s->strides);
     return give(ch, NDC__SIDE_READY, slot, NDC__RESERVED, NDC__WORD(NDC__READY, 0));
+}
+
+int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
+{
+    if (!ch || !a)
+        return ndc__fail(-EINVAL, "NULL channel or array");
+    uint64_t nbytes;
+    uint32_t slot;
+    int r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes);
+    return r ? r : reserve_slot(ch, a, nbytes, timeout_ns, &slot);
+}
+
+int ndc_commit(ndc_chan *ch, struct ndc_array *a)
+{
+    uint32_t slot = 0;
+    uint64_t nbytes;
+    int r = own_slot(ch, a, NDC__RESERVED, &slot);
+    if (r || (r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes)))
+        return r;
+    if (!ndc__is_c_contiguous(ndc_dtype_size(a->dtype), a->ndim, a->shape, a->strides))
+        return ndc__fail(-EINVAL, "a committed array must keep the C-order strides of its slot");
+    if (nbytes > ch->seg.g.slot_bytes)
+        return ndc__fail(-E2BIG, "array grew to %llu bytes, slots hold %llu",
+                         (unsigned long long)nbytes, (unsigned long long)ch->seg.g.slot_bytes);
+    return publish(ch, slot, a, nbytes);
 }
 
 int ndc_cancel(ndc_chan *ch, struct ndc_array *a)
 {
-    if (!ch || !a)
-        return ndc__fail(-EINVAL, "NULL channel or array");
     uint32_t slot = 0;
-    int r = slot_of(ch, a->data, &slot);
-    if (r || (r = ndc__ensure_joined(ch)))
-        return r;
-    if (!holds(ch, slot, NDC__RESERVED))
-        return ndc__fail(-EINVAL, "slot %u is not reserved by this process", slot);
-    return give(ch, NDC__SIDE_FREE, slot, NDC__RESERVED, NDC__WORD(NDC__FREE, 0));
+    int r = own_slot(ch, a, NDC__RESERVED, &slot);
+    return r ? r : give(ch, NDC__SIDE_FREE, slot, NDC__RESERVED, NDC__WORD(NDC__FREE, 0));
 }
 
 /* Fill `a` from a loaned slot's header. Only what is used is read, once,
@@ -700,15 +718,9 @@ int ndc_acquire(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
 
 int ndc_release(ndc_chan *ch, struct ndc_array *a)
 {
-    if (!ch || !a)
-        return ndc__fail(-EINVAL, "NULL channel or array");
     uint32_t slot = 0;
-    int r = slot_of(ch, a->data, &slot);
-    if (r || (r = ndc__ensure_joined(ch)))
-        return r;
-    if (!holds(ch, slot, NDC__LOANED) || stash_has(ch, slot))
-        return ndc__fail(-EINVAL, "slot %u is not on loan to this process", slot);
-    return give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
+    int r = own_slot(ch, a, NDC__LOANED, &slot);
+    return r ? r : give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
 }
 
 /* ---- one copy ----------------------------------------------------------- */
@@ -717,15 +729,19 @@ int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns)
 {
     if (!ch || !a)
         return ndc__fail(-EINVAL, "NULL channel or array");
-    uint64_t nbytes = ndc_array_nbytes(a);
-    if (nbytes && nbytes != SIZE_MAX && !a->data)
-        return ndc__fail(-EINVAL, "NULL data for an array of %llu bytes", (unsigned long long)nbytes);
-    struct ndc_array s = *a;
-    int r = ndc_reserve(ch, &s, timeout_ns);
+    /* validated once: reserve and publish below take it as checked */
+    uint64_t nbytes;
+    uint32_t slot;
+    int r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes);
     if (r)
         return r;
+    if (nbytes && !a->data)
+        return ndc__fail(-EINVAL, "NULL data for an array of %llu bytes", (unsigned long long)nbytes);
+    struct ndc_array s = *a;
+    if ((r = reserve_slot(ch, &s, nbytes, timeout_ns, &slot)))
+        return r;
     ndc__copy_to_c(s.data, a, nbytes);
-    return ndc_commit(ch, &s);
+    return publish(ch, slot, &s, nbytes);
 }
 
 int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout_ns)
