@@ -122,3 +122,13 @@ void *th_shared(size_t n)
     memset(p, 0, n);
     return p;
 }
+
+struct ndc_stat th_stat(const ndc_chan *ch)
+{
+    struct ndc_stat st;
+    memset(&st, 0, sizeof st);
+    th_ok(ndc_stat(ch, &st));
+    cr_assert_eq(st.free + st.ready + st.loaned, st.slots,
+                 "free %u + ready %u + loaned %u != slots %u", st.free, st.ready, st.loaned, st.slots);
+    return st;
+}

@@ -38,6 +38,9 @@ void th_fill(void *p, size_t n, uint64_t seed);
 int th_check(const void *p, size_t n, uint64_t seed);
 /* An anonymous channel of `slots` x `slot_bytes` (asserts it was created). */
 ndc_chan *th_chan(uint32_t slots, uint64_t slot_bytes);
+/* ndc_stat, asserted to succeed and to classify every slot exactly once
+ * (free + ready + loaned == slots): a guard on stat's own bookkeeping. */
+struct ndc_stat th_stat(const ndc_chan *ch);
 /* The number of a "Key:  N kB" line of a /proc file ("/proc/self/status"
  * VmRSS, "/proc/meminfo" MemAvailable...), or -1. */
 long th_proc_kb(const char *file, const char *key);

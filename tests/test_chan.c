@@ -28,17 +28,6 @@
 
 /* ---- helpers local to this file ----------------------------------------- */
 
-static struct ndc_stat getstat(const ndc_chan *ch)
-{
-    struct ndc_stat st;
-    memset(&st, 0, sizeof st);
-    th_ok(ndc_stat(ch, &st));
-    cr_assert_eq(st.free + st.ready + st.loaned, st.slots,
-                 "free %u + ready %u + loaned %u != slots %u", st.free, st.ready, st.loaned,
-                 st.slots);
-    return st;
-}
-
 static void poison(struct ndc_array *a)
 {
     memset(a, 0xa5, sizeof *a);
@@ -148,7 +137,7 @@ Test(chan, create_anonymous_defaults, .timeout = 10)
     ndc_chan *ch = (ndc_chan *)0x1;
     th_ok(ndc_create(&ch, NULL, NULL));
     cr_assert(ch != NULL && ch != (ndc_chan *)0x1, "ndc_create did not set *ch");
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.slots, 4, "default slots %u, want 4", st.slots);
     cr_assert_eq(st.slot_bytes, 64ull << 20, "default slot_bytes %llu, want 64 MiB",
                  (unsigned long long)st.slot_bytes);
@@ -182,7 +171,7 @@ Test(chan, create_anonymous_defaults, .timeout = 10)
     struct ndc_chan_opts o;
     memset(&o, 0, sizeof o);
     th_ok(ndc_create(&ch, NULL, &o));
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.slots, 4);
     cr_assert_eq(st.slot_bytes, 64ull << 20);
     ndc_free(ch);
@@ -237,7 +226,7 @@ Test(chan, create_named, .timeout = 10)
     expect_filled(b, NDC_I16, 2, shape, 13, 1003, 2);
     /* And the name is free for a new channel. */
     th_ok(ndc_create(&c, name, NULL));
-    struct ndc_stat st = getstat(c);
+    struct ndc_stat st = th_stat(c);
     cr_assert_eq(st.sent, 0, "a new channel of a reused name inherited old state");
     th_ok(ndc_unlink(name));
     ndc_free(c);
@@ -322,7 +311,7 @@ Test(chan, option_validation, .timeout = 10)
     o.slot_bytes = 4096;
     ch = NULL;
     th_ok(ndc_create(&ch, NULL, &o));
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.slots, NDC_MAX_SLOTS);
     cr_assert_eq(st.free, NDC_MAX_SLOTS);
     int64_t shape[] = { 512 };
@@ -404,7 +393,7 @@ Test(chan, reserve_commit_acquire_release, .timeout = 10)
         cr_assert_eq(a.shape[0], 3 + i, "reserve changed the shape");
         size_t n = ndc_array_nbytes(&a);
         th_fill(a.data, n, 500 + (uint64_t)i);
-        struct ndc_stat st = getstat(ch);
+        struct ndc_stat st = th_stat(ch);
         cr_assert_eq(st.ready, 0, "a reserved array is visible before commit");
         cr_assert_eq(st.loaned, 1, "a reservation is not counted as loaned");
         struct ndc_array peek;
@@ -427,7 +416,7 @@ Test(chan, reserve_commit_acquire_release, .timeout = 10)
         cr_assert(th_check(r.data, n, 500 + (uint64_t)i), "payload %d differs", i);
         th_ok(ndc_release(ch, &r));
     }
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.free, 3);
     cr_assert_eq(st.sent, 20);
     cr_assert_eq(st.received, 20);
@@ -474,7 +463,7 @@ Test(chan, several_loans_any_order, .timeout = 10)
         cr_assert_eq(l[i].seq, (uint64_t)i);
         cr_assert_eq(l[i].tag, (uint64_t)i);
     }
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.loaned, N, "loaned %u, want %d", st.loaned, N);
     cr_assert_eq(st.free, 0);
     /* All loans stay valid and distinct while held together. */
@@ -483,7 +472,7 @@ Test(chan, several_loans_any_order, .timeout = 10)
     int rel[] = { 3, 0, 4, 1, 2 };
     for (int k = 0; k < N; k++) {
         th_ok(ndc_release(ch, &l[rel[k]]));
-        st = getstat(ch);
+        st = th_stat(ch);
         cr_assert_eq(st.free, (uint32_t)k + 1);
         for (int j = k + 1; j < N; j++)   /* the others are untouched */
             cr_assert(th_check(l[rel[j]].data, 7 * 9 * 4, 3000 + (uint64_t)rel[j]),
@@ -634,7 +623,7 @@ ParameterizedTest(struct view_param *p, chan, send_views, .timeout = 10)
     cr_assert_eq(ndc_array_nbytes(&r), n);
     cr_assert(n == 0 || memcmp(r.data, want, n) == 0, "acquired bytes differ from the view");
     th_ok(ndc_release(ch, &r));
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.bytes_sent, 2 * n, "bytes_sent %llu, want %zu",
                  (unsigned long long)st.bytes_sent, 2 * n);
     ndc_free(ch);
@@ -676,7 +665,7 @@ Test(chan, recv_too_small_keeps_array, .timeout = 10)
         for (size_t i = 0; i < sizeof buf; i++)
             cr_assert_eq(buf[i], 0x5a, "-EMSGSIZE wrote into the caller's buffer");
     }
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.sent, 2);
     /* A big enough buffer now gets that same array. */
     struct ndc_array r;
@@ -695,7 +684,7 @@ Test(chan, recv_too_small_keeps_array, .timeout = 10)
     cr_assert_eq(r.tag, 10);
     cr_assert(th_check(buf, 3, 901));
     th_expect(ndc_recv(ch, &r, sizeof buf, 0), -EAGAIN);
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.free, 4, "a slot leaked after -EMSGSIZE");
     cr_assert_eq(st.received, 2);
     ndc_free(ch);
@@ -732,7 +721,7 @@ Test(chan, recv_too_small_then_acquire, .timeout = 10)
 Test(chan, too_big_before_anything, .timeout = 10)
 {
     ndc_chan *ch = th_chan(2, 4096);
-    struct ndc_stat st0 = getstat(ch);
+    struct ndc_stat st0 = th_stat(ch);
     int64_t big[] = { 513 };   /* 4104 bytes of float64 */
     double *buf = calloc(513, sizeof *buf);
     struct ndc_array a = mkarr(NDC_F64, 1, big, buf, 1);
@@ -747,7 +736,7 @@ Test(chan, too_big_before_anything, .timeout = 10)
     struct ndc_array r0 = r;
     th_expect(ndc_reserve(ch, &r, 0), -E2BIG);
     cr_assert(memcmp(&r, &r0, sizeof r) == 0, "ndc_reserve wrote its output on -E2BIG");
-    struct ndc_stat st1 = getstat(ch);
+    struct ndc_stat st1 = th_stat(ch);
     cr_assert(memcmp(&st0, &st1, sizeof st0) == 0,
               "-E2BIG changed the channel's state (sent %llu, free %u)",
               (unsigned long long)st1.sent, st1.free);
@@ -803,7 +792,7 @@ Test(chan, largest_that_fits, .timeout = 10)
 
     /* A slot_bytes that is not a page multiple is honoured to the byte. */
     ch = th_chan(2, 5000);
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.slot_bytes, 5000, "slot_bytes %llu, want 5000",
                  (unsigned long long)st.slot_bytes);
     int64_t ok[] = { 5000 }, bad[] = { 5001 };
@@ -828,7 +817,7 @@ Test(chan, commit_may_shrink_not_grow, .timeout = 10)
     th_ok(ndc_reserve(ch, &a, 0));
     a.shape[0] = 513;
     th_expect(ndc_commit(ch, &a), -E2BIG);
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.loaned, 1, "the slot must stay reserved after -E2BIG");
     cr_assert_eq(st.ready, 0);
     /* Shrink it and reshape: committed as described at commit time. */
@@ -873,7 +862,7 @@ Test(chan, timeout_zero_is_eagain, .timeout = 10)
     th_expect(ndc_reserve(ch, &w, 0), -EAGAIN);
     cr_assert(memcmp(&w, &w0, sizeof w) == 0, "ndc_reserve wrote its output on -EAGAIN");
     cr_assert_lt(elapsed_since(t0), SEC / 2, "timeout 0 waited");
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.sent, 2, "a failed send was counted");
     cr_assert_eq(st.ready, 2);
     ndc_free(ch);
@@ -912,7 +901,7 @@ Test(chan, short_timeout_expires, .timeout = 10)
         th_expect(ndc_reserve(ch, &a, tmo[i]), -ETIMEDOUT);
         cr_assert_geq(elapsed_since(t0), tmo[i]);
     }
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.receivers_waiting, 0, "a timed-out receiver still counted as waiting");
     cr_assert_eq(st.senders_waiting, 0, "a timed-out sender still counted as waiting");
     cr_assert_eq(st.sent, 1);
@@ -970,7 +959,7 @@ static void start_waiter(pthread_t *t, struct waiter *w, ndc_chan *ch, int op)
         int64_t d_ = th_now_ns() + 3 * SEC;                                                  \
         struct ndc_stat s_;                                                                  \
         for (;;) {                                                                           \
-            s_ = getstat(ch);                                                                \
+            s_ = th_stat(ch);                                                                \
             if (s_.field >= (want) || th_now_ns() > d_)                                      \
                 break;                                                                       \
             usleep(1000);                                                                    \
@@ -1002,7 +991,7 @@ Test(chan, waiters_counted_and_woken, .timeout = 15)
     cr_assert(th_check(d2, 5, w2.a.tag), "recv payload wrong");
     cr_assert(th_check(w1.a.data, 5, w1.a.tag), "acquired payload wrong");
     th_ok(ndc_release(ch, &w1.a));
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.receivers_waiting, 0);
 
     /* Backpressure: a full channel puts a sender to sleep, a release wakes it. */
@@ -1016,7 +1005,7 @@ Test(chan, waiters_counted_and_woken, .timeout = 15)
     th_ok(w1.rc);
     memset(w1.a.data, 0xab, 16);
     th_ok(ndc_commit(ch, &w1.a));
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.senders_waiting, 0);
     expect_filled(ch, NDC_U8, 1, s, 4, 4, 3);
     struct ndc_array r;
@@ -1039,7 +1028,7 @@ Test(chan, close_drains_then_epipe, .timeout = 10)
         send_filled(ch, NDC_I64, 2, s, (uint64_t)i, 70 + (uint64_t)i);
     th_ok(ndc_close(ch));
     th_ok(ndc_close(ch));   /* twice is harmless */
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.closed, 1, "closed = %u", st.closed);
     cr_assert_eq(st.ready, 3, "close dropped arrays");
 
@@ -1067,7 +1056,7 @@ Test(chan, close_drains_then_epipe, .timeout = 10)
     r.data = buf;
     th_expect(ndc_recv(ch, &r, sizeof buf, NDC_FOREVER), -EPIPE);
     cr_assert_lt(elapsed_since(t0), SEC);
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.sent, 3);
     cr_assert_eq(st.received, 3);
     cr_assert_eq(st.free, 4);
@@ -1126,14 +1115,14 @@ Test(chan, commit_after_close, .timeout = 10)
     th_fill(a.data, 16, 12);
     th_ok(ndc_close(ch));
     th_expect(ndc_commit(ch, &a), -EPIPE);
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.ready, 1, "the discarded slot was published");
     cr_assert_eq(st.loaned, 0, "the discarded slot is still reserved");
     cr_assert_eq(st.sent, 1);
     expect_filled(ch, NDC_U32, 1, s, 1, 11, 0);
     struct ndc_array r;
     th_expect(ndc_acquire(ch, &r, 0), -EPIPE);
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.free, 2);
     ndc_free(ch);
 }
@@ -1143,13 +1132,13 @@ Test(chan, commit_after_close, .timeout = 10)
 Test(chan, stat_counters, .timeout = 10)
 {
     ndc_chan *ch = th_chan(3, 4096);
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.slots, 3);
     cr_assert_eq(st.slot_bytes, 4096);
     int64_t s1[] = { 3 }, s2[] = { 5 };
     send_filled(ch, NDC_F64, 1, s1, 0, 0);   /* 24 bytes */
     send_filled(ch, NDC_F64, 1, s2, 1, 1);   /* 40 bytes */
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.sent, 2);
     cr_assert_eq(st.bytes_sent, 64, "bytes_sent %llu, want 64",
                  (unsigned long long)st.bytes_sent);
@@ -1159,7 +1148,7 @@ Test(chan, stat_counters, .timeout = 10)
 
     struct ndc_array r;
     th_ok(ndc_acquire(ch, &r, 0));
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.ready, 1);
     cr_assert_eq(st.loaned, 1);
     cr_assert_eq(st.free, 1);
@@ -1169,13 +1158,13 @@ Test(chan, stat_counters, .timeout = 10)
     w.ndim = 1;
     w.shape[0] = 100;
     th_ok(ndc_reserve(ch, &w, 0));
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.loaned, 2);
     cr_assert_eq(st.free, 0);
     cr_assert_eq(st.sent, 2, "a reservation counted as sent");
     th_ok(ndc_commit(ch, &w));
     th_ok(ndc_release(ch, &r));
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.sent, 3);
     cr_assert_eq(st.bytes_sent, 164);
     cr_assert_eq(st.received, 1);
@@ -1212,7 +1201,7 @@ static void check_rdonly(ndc_chan *rw, ndc_chan *ro)
     struct ndc_array w0 = w;
     th_expect(ndc_reserve(ro, &w, 0), -EPERM);
     cr_assert(memcmp(&w, &w0, sizeof w) == 0, "ndc_reserve wrote its output on -EPERM");
-    struct ndc_stat st = getstat(rw);
+    struct ndc_stat st = th_stat(rw);
     cr_assert_eq(st.sent, 0);
     cr_assert_eq(st.free, st.slots, "-EPERM took a slot");
 
@@ -1293,7 +1282,7 @@ Test(chan, empty_and_scalar, .timeout = 10)
     *(int16_t *)w.data = -1234;
     th_ok(ndc_commit(ch, &w));
 
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.sent, 4);
     cr_assert_eq(st.bytes_sent, 10, "bytes_sent %llu, want 0 + 8 + 0 + 2",
                  (unsigned long long)st.bytes_sent);
@@ -1362,7 +1351,7 @@ Test(chan, release_not_a_loan, .timeout = 10)
     th_expect(ndc_release(ch, &copy), -EINVAL);
     th_ok(ndc_release(ch, &r));
     th_expect(ndc_release(ch, &r), -EINVAL);   /* twice */
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.free, 2);
     cr_assert_eq(st.loaned, 0);
     /* A double release must not have duplicated the slot in the free pool. */
@@ -1403,13 +1392,13 @@ Test(chan, commit_not_reserved, .timeout = 10)
     bad = w;
     bad.strides[0] = 2;   /* not C order */
     th_expect(ndc_commit(ch, &bad), -EINVAL);
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.ready, 0, "an invalid commit published something");
     cr_assert_eq(st.loaned, 1, "an invalid commit dropped the reservation");
     memset(w.data, 0x42, 8);
     th_ok(ndc_commit(ch, &w));
     th_expect(ndc_commit(ch, &w), -EINVAL);   /* twice */
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.ready, 1, "a second commit published the slot again");
 
     /* An acquired loan is not a reservation. */
@@ -1451,7 +1440,7 @@ Test(chan, invalid_headers_rejected, .timeout = 10)
                      ndc_strerror(r));
         cr_assert(memcmp(&w, &a, sizeof a) == 0, "case %zu: reserve wrote on failure", i);
     }
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.free, 2);
     cr_assert_eq(st.sent, 0);
     ndc_free(ch);
@@ -1662,7 +1651,7 @@ Test(chan, threads_mpmc_exactly_once, .timeout = 30)
             cr_assert_gt(seq_of[id][c], seq_of[id][c - 1],
                          "sender %d: array %d has seq %lld before array %d's %lld", id, c,
                          (long long)seq_of[id][c], c - 1, (long long)seq_of[id][c - 1]);
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.sent, (uint64_t)N);
     cr_assert_eq(st.received, (uint64_t)N);
     ndc_free(ch);

@@ -74,25 +74,6 @@ static uint64_t rnd(uint64_t *s)
     return th_mix(*s);
 }
 
-static ndc_chan *mkchan(uint32_t slots, uint64_t slot_bytes)
-{
-    struct ndc_chan_opts o;
-    memset(&o, 0, sizeof o);
-    o.slots = slots;
-    o.slot_bytes = slot_bytes;
-    ndc_chan *ch = NULL;
-    th_ok(ndc_create(&ch, NULL, &o));
-    return ch;
-}
-
-static struct ndc_stat getstat(const ndc_chan *ch)
-{
-    struct ndc_stat st;
-    memset(&st, 0, sizeof st);
-    th_ok(ndc_stat(ch, &st));
-    return st;
-}
-
 /* /proc state letter of pid ('S' asleep, 'R', 'Z', ...), '?' if unknown. */
 static char proc_state(pid_t pid)
 {
@@ -487,7 +468,7 @@ static void kill_round(uint64_t seed, int target, struct ktally *t)
              (unsigned long long)seed, ns, nr, slots, (unsigned long long)slot_bytes,
              victim_sends ? "sender" : "receiver", victim, t_name[target]);
 
-    ndc_chan *ch = mkchan(slots, slot_bytes);
+    ndc_chan *ch = th_chan(slots, slot_bytes);
     static struct kshared *sh;
     if (!sh)
         sh = th_shared(sizeof *sh);
@@ -541,7 +522,7 @@ static void kill_round(uint64_t seed, int target, struct ktally *t)
     t->at_phase[vph]++;
 
     /* stat adds up right after the kill */
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.free + st.ready + st.loaned, slots, "%s: stat %u+%u+%u != %u", what, st.free, st.ready,
                  st.loaned, slots);
 
@@ -596,7 +577,7 @@ static void kill_round(uint64_t seed, int target, struct ktally *t)
     /* Whatever is still ready was committed and never taken. If a receiver
      * survived, it ended on -EOWNERDEAD, which means "empty": nothing may be
      * stranded. */
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert_eq(st.free + st.ready + st.loaned, slots, "%s: stat %u+%u+%u != %u after the survivors finished",
                  what, st.free, st.ready, st.loaned, slots);
     uint32_t stranded = 0;
@@ -653,7 +634,7 @@ static void kill_round(uint64_t seed, int target, struct ktally *t)
     /* The dead peer's slots come back: lazily (the next waiter's sweep), so
      * ndc_stat may still count them now; a process that needs every slot
      * gets them. */
-    st = getstat(ch);
+    st = th_stat(ch);
     if (st.loaned)
         t->lazy++;
     struct ndc_array res[4];
@@ -674,7 +655,7 @@ static void kill_round(uint64_t seed, int target, struct ktally *t)
         cr_assert_eq(tag_check(&a, slot_bytes, msg, sizeof msg), 0, "%s: %s", what, msg);
         th_ok(ndc_release(ch, &a));
     }
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert(st.free == slots && st.loaned == 0 && st.ready == 0, "%s: at the end free %u ready %u loaned %u",
               what, st.free, st.ready, st.loaned);
     ndc_free(ch);
@@ -774,6 +755,16 @@ static void send_tag(ndc_chan *ch, uint64_t tag, int64_t tmo, int *rc)
     *rc = ndc_send(ch, &a, tmo);
 }
 
+/* A detection child's blocking call: it says it is waiting (the parent
+ * kills the peer once it sleeps), makes the call, and stamps its return. */
+#define TIMED_BLOCKING(d, ...)                \
+    do {                                      \
+        atomic_store(&(d)->waiting, 1);       \
+        __VA_ARGS__;                          \
+        (d)->t_ret = th_now_ns();             \
+        atomic_store(&(d)->waiting, 0);       \
+    } while (0)
+
 static int d_idle_sender(void *p)          /* sends one array, then lives on idle */
 {
     struct darg *m = p;
@@ -793,10 +784,7 @@ static int d_blocked_receiver(void *p)     /* takes that array, then waits */
     int r = ndc_acquire(m->ch, &a, 10 * SEC);
     CK(r == 0, 71, "first acquire: %s", ndc_strerror(r));
     CK(ndc_release(m->ch, &a) == 0, 72, "release");
-    atomic_store(&m->d->waiting, 1);
-    m->d->rc = ndc_acquire(m->ch, &a, 10 * SEC);
-    m->d->t_ret = th_now_ns();
-    atomic_store(&m->d->waiting, 0);
+    TIMED_BLOCKING(m->d, m->d->rc = ndc_acquire(m->ch, &a, 10 * SEC));
     return 0;
 }
 
@@ -819,7 +807,7 @@ Test(faults, detect_receiver_eownerdead_after_sender_killed, .timeout = TMO(90))
     struct det *d = th_shared(sizeof *d);
     for (int i = 0; i < DETECT_TRIES; i++) {
         memset(d, 0, sizeof *d);
-        ndc_chan *ch = mkchan(2, 4096);
+        ndc_chan *ch = th_chan(2, 4096);
         struct darg m = { ch, d };
         pid_t ps = th_fork(d_idle_sender, &m);
         pid_t pr = th_fork(d_blocked_receiver, &m);
@@ -877,10 +865,7 @@ static int d_full_sender(void *p)
         CK(rc == 0, 85, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
     }
     CK(wait_step(m->d, 3, 10000) == 0, 86, "step 3");
-    atomic_store(&m->d->waiting, 1);
-    send_tag(m->ch, 6, 10 * SEC, &m->d->rc);
-    m->d->t_ret = th_now_ns();
-    atomic_store(&m->d->waiting, 0);
+    TIMED_BLOCKING(m->d, send_tag(m->ch, 6, 10 * SEC, &m->d->rc));
     return 0;
 }
 
@@ -893,7 +878,7 @@ Test(faults, detect_slot_back_after_hoarding_receiver_killed, .timeout = TMO(90)
     struct det *d = th_shared(sizeof *d);
     for (int i = 0; i < DETECT_TRIES; i++) {
         memset(d, 0, sizeof *d);
-        ndc_chan *ch = mkchan(4, 4096);
+        ndc_chan *ch = th_chan(4, 4096);
         struct darg m = { ch, d };
         pid_t ps = th_fork(d_full_sender, &m);
         pid_t pr2 = th_fork(d_idle_receiver, &m);
@@ -901,7 +886,7 @@ Test(faults, detect_slot_back_after_hoarding_receiver_killed, .timeout = TMO(90)
         pid_t pr1 = th_fork(d_hoarder, &m);
         atomic_store(&d->step, 2);
         cr_assert_eq(wait_asleep(ps, &d->waiting, 10000), 0, "the sender never went to sleep");
-        struct ndc_stat st = getstat(ch);
+        struct ndc_stat st = th_stat(ch);
         cr_assert(st.loaned == 4 && st.free == 0, "before the kill: free %u loaned %u", st.free, st.loaned);
         int64_t t_kill = th_now_ns();
         kill(pr1, SIGKILL);
@@ -910,7 +895,7 @@ Test(faults, detect_slot_back_after_hoarding_receiver_killed, .timeout = TMO(90)
         cr_assert_eq(s, 0, "sender exited with %d", s);
         cr_assert_eq(d->rc, 0, "blocked send after the hoarder died: %d (%s)", d->rc, ndc_strerror(d->rc));
         lat[i] = d->t_ret - t_kill;
-        st = getstat(ch);
+        st = th_stat(ch);
         cr_assert(st.free == 3 && st.ready == 1 && st.loaned == 0,
                   "after: free %u ready %u loaned %u (want 3/1/0: the 4 loans returned, 1 array sent)",
                   st.free, st.ready, st.loaned);
@@ -931,10 +916,7 @@ static int d_full_sender2(void *p)
         send_tag(m->ch, t, 5 * SEC, &rc);
         CK(rc == 0, 91, "send %llu: %s", (unsigned long long)t, ndc_strerror(rc));
     }
-    atomic_store(&m->d->waiting, 1);
-    send_tag(m->ch, 9, 10 * SEC, &m->d->rc);
-    m->d->t_ret = th_now_ns();
-    atomic_store(&m->d->waiting, 0);
+    TIMED_BLOCKING(m->d, send_tag(m->ch, 9, 10 * SEC, &m->d->rc));
     return 0;
 }
 
@@ -945,7 +927,7 @@ Test(faults, detect_sender_eownerdead_after_receiver_killed, .timeout = TMO(90))
     struct det *d = th_shared(sizeof *d);
     for (int i = 0; i < DETECT_TRIES; i++) {
         memset(d, 0, sizeof *d);
-        ndc_chan *ch = mkchan(2, 4096);
+        ndc_chan *ch = th_chan(2, 4096);
         int rc;
         send_tag(ch, 1, SEC, &rc);
         th_ok(rc);
@@ -1000,7 +982,7 @@ Test(faults, lock_dead_holder_taken_over, .timeout = 30)
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
         char what[64];
         snprintf(what, sizeof what, "lock word %#x", words[i]);
-        ndc_chan *ch = mkchan(2, 64);
+        ndc_chan *ch = th_chan(2, 64);
         struct seg s;
         seg_map(&s, ch);
         uint32_t rep0 = atomic_load(&s.c->repairs);
@@ -1021,7 +1003,7 @@ Test(faults, lock_dead_holder_taken_over, .timeout = 30)
         th_ok(ndc_acquire(ch, &a, 0));
         cr_assert_eq(a.tag, 8);
         th_ok(ndc_release(ch, &a));
-        struct ndc_stat st = getstat(ch);
+        struct ndc_stat st = th_stat(ch);
         cr_assert(st.free == 2 && st.loaned == 0 && st.ready == 0);
         seg_unmap(&s);
         ndc_free(ch);
@@ -1058,7 +1040,7 @@ static uint32_t slot_index(struct seg *s, const ndc_chan *ch, const void *data)
  * the rebuild lists it and it is delivered, in order. */
 Test(faults, lock_dead_holder_ready_slot_missing_from_ring, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(4, 64);
+    ndc_chan *ch = th_chan(4, 64);
     struct seg s;
     seg_map(&s, ch);
     int rc;
@@ -1079,7 +1061,7 @@ Test(faults, lock_dead_holder_ready_slot_missing_from_ring, .timeout = 30)
     tag_array(3, 64, &r, NULL);
     th_ok(ndc_reserve(ch, &r, 0));
     cr_assert_eq(rd_lock(&s), 0);
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert(st.ready == 2 && st.loaned == 1 && st.free == 1, "after the repair: free %u ready %u loaned %u",
               st.free, st.ready, st.loaned);
     cr_assert_eq(NDC__COUNT(atomic_load(&s.c->sem[NDC__SIDE_READY].count)), 2, "ready count not rebuilt");
@@ -1098,7 +1080,7 @@ Test(faults, lock_dead_holder_ready_slot_missing_from_ring, .timeout = 30)
     th_ok(ndc_acquire(ch, &a, 0));
     cr_assert_eq(a.tag, 3);
     th_ok(ndc_release(ch, &a));
-    st = getstat(ch);
+    st = th_stat(ch);
     cr_assert(st.free == 4 && st.loaned == 0 && st.ready == 0);
     seg_unmap(&s);
     ndc_free(ch);
@@ -1110,7 +1092,7 @@ Test(faults, lock_dead_holder_ready_slot_missing_from_ring, .timeout = 30)
 Test(faults, lock_dead_holder_counts_off_by_one, .timeout = 30)
 {
     for (int variant = 0; variant < 3; variant++) {
-        ndc_chan *ch = mkchan(4, 64);
+        ndc_chan *ch = th_chan(4, 64);
         struct seg s;
         seg_map(&s, ch);
         struct ndc_array a[5];
@@ -1137,7 +1119,7 @@ Test(faults, lock_dead_holder_counts_off_by_one, .timeout = 30)
             seen[got++] = a[i].data;
         }
         cr_assert_eq(got, 4, "variant %d: %d reservations succeeded on 4 slots", variant, got);
-        struct ndc_stat st = getstat(ch);
+        struct ndc_stat st = th_stat(ch);
         cr_assert(st.loaned == 4 && st.free == 0, "variant %d: free %u loaned %u", variant, st.free, st.loaned);
         for (int i = 0; i < 4; i++) {
             th_fill(a[i].data, ndc_array_nbytes(&a[i]), a[i].tag);
@@ -1156,7 +1138,7 @@ Test(faults, lock_dead_holder_counts_off_by_one, .timeout = 30)
         }
         struct ndc_array g;
         th_expect(ndc_acquire(ch, &g, 0), -EAGAIN);
-        st = getstat(ch);
+        st = th_stat(ch);
         cr_assert(st.free == 4 && st.ready == 0 && st.loaned == 0, "variant %d: end free %u ready %u loaned %u",
                   variant, st.free, st.ready, st.loaned);
         seg_unmap(&s);
@@ -1223,7 +1205,7 @@ static int mid_commit_sender(void *p)
 
 static void mid_commit_case(int before_state)
 {
-    ndc_chan *ch = mkchan(4, 64);
+    ndc_chan *ch = th_chan(4, 64);
     int rc;
     struct ndc_array a;
     struct mid *m = th_shared(sizeof *m);
@@ -1261,7 +1243,7 @@ static void mid_commit_case(int before_state)
         th_ok(ndc_release(ch, &a));
     }
     cr_assert_lt(dt, SEC, "took %lld ms", (long long)(dt / MS));
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     cr_assert(st.free == 4 && st.ready == 0 && st.loaned == 0, "end: free %u ready %u loaned %u", st.free,
               st.ready, st.loaned);
     ndc_free(ch);
@@ -1292,7 +1274,7 @@ static int pause_forever(void *p)
  * timeout give up within it; ndc_stat/ndc_close/ndc_free never wait. */
 Test(faults, lock_live_holder_never_lets_go, .timeout = 60)
 {
-    ndc_chan *ch = mkchan(4, 64);
+    ndc_chan *ch = th_chan(4, 64);
     struct seg s;
     seg_map(&s, ch);
     int rc;
@@ -1545,7 +1527,7 @@ static void scribble_rounds(int region, int rounds)
     int64_t t_start = th_now_ns();
     for (int i = 0; i < rounds; i++) {
         uint64_t seed = th_mix(base + (uint64_t)i);
-        ndc_chan *ch = mkchan(4, 4096);
+        ndc_chan *ch = th_chan(4, 4096);
         struct seg s;
         seg_map(&s, ch);
         int rc;
@@ -1595,7 +1577,7 @@ static int open_copy(const unsigned char *img, size_t len, size_t file_len, ndc_
 
 Test(faults, scribbled_geometry_rejected_at_attach, .timeout = 60)
 {
-    ndc_chan *ch = mkchan(4, 4096);
+    ndc_chan *ch = th_chan(4, 4096);
     struct seg s;
     seg_map(&s, ch);
     size_t hdr = s.g.payload_off;   /* control, peers, slot table */
@@ -1686,7 +1668,7 @@ Test(faults, scribbled_geometry_rejected_at_attach, .timeout = 60)
  * attachments like any other, so a new process can still attach. */
 Test(faults, garbage_peer_states_do_not_lock_out_attachers, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(2, 64);
+    ndc_chan *ch = th_chan(2, 64);
     struct seg s;
     seg_map(&s, ch);
     pid_t gone = dead_pid();
@@ -1772,7 +1754,7 @@ Test(faults, hostile_slot_headers, .timeout = 60)
     for (size_t i = 0; i < sizeof hostiles / sizeof hostiles[0]; i++) {
         for (int use_recv = 0; use_recv < 2; use_recv++) {
             const struct hostile *hv = &hostiles[i];
-            ndc_chan *ch = mkchan(4, 4096);
+            ndc_chan *ch = th_chan(4, 4096);
             struct seg s;
             seg_map(&s, ch);
             int rc;
@@ -1794,7 +1776,7 @@ Test(faults, hostile_slot_headers, .timeout = 60)
             if (hv->bad) {
                 cr_assert_eq(rc, -EBADMSG, "%s (%s): %d (%s), want -EBADMSG", hv->what,
                              use_recv ? "recv" : "acquire", rc, ndc_strerror(rc));
-                struct ndc_stat st = getstat(ch);
+                struct ndc_stat st = th_stat(ch);
                 cr_assert(st.free == 3 && st.ready == 1 && st.loaned == 0,
                           "%s: after -EBADMSG free %u ready %u loaned %u (the slot must be free again)",
                           hv->what, st.free, st.ready, st.loaned);
@@ -1818,7 +1800,7 @@ Test(faults, hostile_slot_headers, .timeout = 60)
             cr_assert_eq(tag_check(&g, 64, msg, sizeof msg), 0, "%s", msg);
             if (!use_recv)
                 th_ok(ndc_release(ch, &g));
-            struct ndc_stat st = getstat(ch);
+            struct ndc_stat st = th_stat(ch);
             cr_assert(st.free == 4 && st.loaned == 0 && st.ready == 0, "%s: end free %u", hv->what, st.free);
             seg_unmap(&s);
             ndc_free(ch);
@@ -1832,7 +1814,7 @@ Test(faults, hostile_slot_headers, .timeout = 60)
 Test(faults, hostile_queue_entries, .timeout = 60)
 {
     for (int variant = 0; variant < 6; variant++) {
-        ndc_chan *ch = mkchan(4, 64);
+        ndc_chan *ch = th_chan(4, 64);
         struct seg s;
         seg_map(&s, ch);
         int rc;
@@ -1888,7 +1870,7 @@ Test(faults, hostile_queue_entries, .timeout = 60)
         cr_assert_eq(got, 4, "variant %d: %d slots reserved of 4", variant, got);
         for (int i = 0; i < got; i++)
             th_ok(ndc_commit(ch, &r[i]));
-        struct ndc_stat st = getstat(ch);
+        struct ndc_stat st = th_stat(ch);
         cr_assert(st.ready == 4 && st.free == 0 && st.loaned == 0, "variant %d: ready %u", variant, st.ready);
         seg_unmap(&s);
         ndc_free(ch);
@@ -1917,7 +1899,7 @@ Test(faults, named_segment_is_0600_and_exclusive, .timeout = 30)
 
 Test(faults, anonymous_segment_sealed, .timeout = 30)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     int fd = ndc_fd(ch);
     struct stat st;
     cr_assert_eq(fstat(fd, &st), 0);
@@ -1955,7 +1937,7 @@ Test(faults, anonymous_segment_sealed, .timeout = 30)
 
 static ndc_chan *rdonly_with_loan(struct ndc_array *a, ndc_chan **owner)
 {
-    ndc_chan *ch = mkchan(2, 4096);
+    ndc_chan *ch = th_chan(2, 4096);
     int rc;
     send_tag(ch, 1, 0, &rc);
     th_ok(rc);
@@ -2022,7 +2004,7 @@ static void eintr_case(int sender_side)
     sa.sa_handler = on_sig;   /* no SA_RESTART */
     sigemptyset(&sa.sa_mask);
     cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
-    ndc_chan *ch = mkchan(2, 64);
+    ndc_chan *ch = th_chan(2, 64);
     int rc;
     if (sender_side)
         for (uint64_t t = 1; t <= 2; t++) {
@@ -2052,7 +2034,7 @@ static void eintr_case(int sender_side)
                      sender_side ? "sender" : "receiver", rc, ndc_strerror(rc), (long long)(dt / MS));
         cr_assert_lt(dt, 5 * SEC);
         /* consistent: nothing taken, nobody counted asleep */
-        struct ndc_stat st = getstat(ch);
+        struct ndc_stat st = th_stat(ch);
         cr_assert_eq(st.free + st.ready + st.loaned, 2);
         cr_assert_eq(st.loaned, 0, "a slot stayed taken after -EINTR");
         cr_assert_eq(sender_side ? st.ready : st.free, 2);
@@ -2125,7 +2107,7 @@ Test(faults, sigint_mid_send_leaves_no_partial_array, .timeout = TMO(120))
     uint64_t rs = (uint64_t)th_now_ns();
     int mid = 0, after = 0;
     for (int round = 0; round < ROUNDS(12); round++) {
-        ndc_chan *ch = mkchan(1, (uint64_t)BIG_ROWS * BIG_COLS * 8);
+        ndc_chan *ch = th_chan(1, (uint64_t)BIG_ROWS * BIG_COLS * 8);
         atomic_store(&sh->phase, 0);
         struct bigarg g = { ch, sh, 100 + (uint64_t)round };
         pid_t p = th_fork(big_sender, &g);
@@ -2160,7 +2142,7 @@ Test(faults, sigint_mid_send_leaves_no_partial_array, .timeout = TMO(120))
             mid++;
         }
         /* the slot comes back */
-        struct ndc_stat stt = getstat(ch);
+        struct ndc_stat stt = th_stat(ch);
         cr_assert(stt.free == 1 && stt.loaned == 0 && stt.ready == 0, "round %d: free %u ready %u loaned %u", round,
                   stt.free, stt.ready, stt.loaned);
         ndc_free(ch);

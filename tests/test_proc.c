@@ -42,14 +42,6 @@ static int wait_flag(_Atomic int *f, int want, int ms)
     return 0;
 }
 
-static struct ndc_stat getstat(const ndc_chan *ch)
-{
-    struct ndc_stat st;
-    memset(&st, 0, sizeof st);
-    th_ok(ndc_stat(ch, &st));
-    return st;
-}
-
 /* Poll ndc_stat until the uint32_t field at `off` equals want, up to 3 s;
  * returns the last value seen. */
 static uint32_t poll_stat(const ndc_chan *ch, size_t off, uint32_t want)
@@ -57,7 +49,7 @@ static uint32_t poll_stat(const ndc_chan *ch, size_t off, uint32_t want)
     int64_t deadline = th_now_ns() + 3 * SEC;
     uint32_t v;
     for (;;) {
-        struct ndc_stat st = getstat(ch);
+        struct ndc_stat st = th_stat(ch);
         memcpy(&v, (const char *)&st + off, sizeof v);
         if (v == want || th_now_ns() > deadline)
             return v;
@@ -213,7 +205,7 @@ Test(proc, stream_child_to_parent, .timeout = 60)
     int st = th_wait(pid, 20000);
     cr_assert_eq(rc, 0, "consumer (parent) failed with code %d; see stderr", rc);
     cr_assert(rc || st == 0, "producer child exited with %d", st);
-    struct ndc_stat s = getstat(arg.ch);
+    struct ndc_stat s = th_stat(arg.ch);
     cr_assert_eq(s.sent, STREAM_N);
     cr_assert_eq(s.received, STREAM_N);
     cr_assert_eq(s.free, 4);
@@ -397,7 +389,7 @@ Test(proc, senders_x_receivers_exactly_once, .timeout = 90)
             cr_assert_gt(seq_of[id][c], seq_of[id][c - 1],
                          "sender %d's order broken: array %d seq %lld, array %d seq %lld", id,
                          c - 1, (long long)seq_of[id][c - 1], c, (long long)seq_of[id][c]);
-    struct ndc_stat s = getstat(ch);
+    struct ndc_stat s = th_stat(ch);
     cr_assert_eq(s.sent, (uint64_t)N);
     cr_assert_eq(s.received, (uint64_t)N);
     ndc_free(ch);
@@ -440,7 +432,7 @@ static int inh_child(void *p)
 Test(proc, inherited_handle_counts_as_process, .timeout = 30)
 {
     ndc_chan *ch = th_chan(2, 4096);
-    cr_assert_eq(getstat(ch).attached, 1);
+    cr_assert_eq(th_stat(ch).attached, 1);
     struct sync_shared *sh = th_shared(sizeof *sh);
     struct inh_arg arg = { ch, sh, 1 };
     pid_t pid = th_fork(inh_child, &arg);
@@ -734,7 +726,7 @@ Test(proc, one_gib_zero_copy, .timeout = 60)
             bad_page = pg;
     }
     long rss1 = th_proc_kb("/proc/self/status", "VmRSS"), anon1 = th_proc_kb("/proc/self/status", "RssAnon");
-    struct ndc_stat st = getstat(ch);
+    struct ndc_stat st = th_stat(ch);
     int rel = ndc_release(ch, &a);
     atomic_store(&sh->go, 1);
     int child = th_wait(pid, 20000);
@@ -814,7 +806,7 @@ static void interrupt_case(int sender)
     cr_assert_eq(st, 0, "child exited with %d (rc %d: %s)", st, sh->rc, ndc_strerror(sh->rc));
     cr_assert_lt(sh->t_ret - t_kill, 2 * SEC, "the signal took %lld ns to interrupt",
                  (long long)(sh->t_ret - t_kill));
-    struct ndc_stat s = getstat(ch);
+    struct ndc_stat s = th_stat(ch);
     cr_assert_eq(s.receivers_waiting, 0, "an interrupted receiver is still counted");
     cr_assert_eq(s.senders_waiting, 0, "an interrupted sender is still counted");
     cr_assert_eq(s.ready, sender ? 2 : 0);
@@ -862,7 +854,7 @@ Test(proc, full_channel_blocks_sender, .timeout = 30)
     pid_t pid = th_fork(bp_child, &arg);
     cr_assert_eq(wait_flag(&sh->step, 1, 10000), 0);
     uint32_t w = POLL_STAT(ch, senders_waiting, 1);
-    struct ndc_stat s = getstat(ch);
+    struct ndc_stat s = th_stat(ch);
     if (w != 1) {
         kill(pid, SIGKILL);
         th_wait(pid, 1000);
@@ -924,7 +916,7 @@ Test(proc, end_of_stream_across_processes, .timeout = 30)
     cr_assert_eq(th_wait(pid, 10000), 0);
     th_expect(rc, -EPIPE);
     cr_assert_lt(el, 3 * SEC, "the close took %lld ns to reach the waiter", (long long)el);
-    cr_assert_eq(getstat(ch).closed, 1);
+    cr_assert_eq(th_stat(ch).closed, 1);
     ndc_free(ch);
 
     /* The parent closes while the child waits. */
