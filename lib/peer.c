@@ -51,6 +51,20 @@ static void retire(ndc_chan *ch, uint32_t i)
     atomic_store_explicit(&p->state, NDC__PEER_UNUSED, memory_order_release);
 }
 
+/* After retiring peers under the lock: let go of it, wake one sender per
+ * slot that came back, and every receiver (each must re-check whether its
+ * senders are gone). \return the slots that came back. */
+static uint32_t unlock_and_wake(ndc_chan *ch, uint32_t free_before)
+{
+    uint32_t after = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
+    ndc__unlock(&ch->ctrl->lock);
+    uint32_t back = after > free_before ? after - free_before : 0;
+    if (back)
+        ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_FREE].count, (int)back);
+    ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_READY].count, INT32_MAX);
+    return back;
+}
+
 static uint32_t peers_hw(ndc_chan *ch)
 {
     uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
@@ -96,13 +110,7 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
     for (uint32_t i = 0; i < hw; i++)
         if (i != ch->me && atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed) == NDC__PEER_GONE)
             retire(ch, i);
-    uint32_t after = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
-    ndc__unlock(&ch->ctrl->lock);
-    if (after > before)
-        ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_FREE].count, (int)(after - before));
-    /* Waiters of either side must re-check whether their peers are gone. */
-    ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_READY].count, INT32_MAX);
-    return (int)(after - before);
+    return (int)unlock_and_wake(ch, before);
 }
 
 static int claim_entry(ndc_chan *ch)
@@ -173,11 +181,7 @@ void ndc__peer_leave(ndc_chan *ch)
             (st == NDC__PEER_LIVE && !ndc__pid_alive(q->pid, q->start_time)))
             retire(ch, i);
     }
-    uint32_t after = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
-    ndc__unlock(&ch->ctrl->lock);
-    if (after > before)
-        ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_FREE].count, (int)(after - before));
-    ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_READY].count, INT32_MAX);
+    unlock_and_wake(ch, before);
 }
 
 void ndc__peer_role(ndc_chan *ch, uint32_t role)
