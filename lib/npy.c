@@ -789,6 +789,26 @@ static int job_start_read(struct job *j, struct ndc__io *io, struct reg *g, uint
 }
 
 /* A read request of a job completed. */
+/* A short transfer (a signal, the ~2 GiB per-call limit): queue the rest of
+ * the same request. \return 1 queued; 0 it could not be, which is the
+ * job's error (a file must never be left short without one). */
+static int requeue_rest(struct job *j, struct ndc__io *io, struct ndc__io_req *r)
+{
+    r->buf = (uint8_t *)r->buf + r->res;
+    r->off += (uint64_t)r->res;
+    r->len -= (size_t)r->res;
+    if (ndc__io_queue(io, r) == 0) {
+        j->pending++;
+        return 1;
+    }
+    if (j->path)
+        j->err = ndc__fail(-EIO, "npy: %s: could not queue the rest of a short transfer", j->path);
+    else   /* a drain job: its file is named by seq */
+        j->err = ndc__fail(-EIO, "npy: %012llu.npy: could not queue the rest of a short transfer",
+                           (unsigned long long)j->a.seq);
+    return 0;
+}
+
 static void job_read_done(struct job *j, struct ndc__io *io, struct ndc__io_req *r)
 {
     j->pending--;
@@ -797,14 +817,9 @@ static void job_read_done(struct job *j, struct ndc__io *io, struct ndc__io_req 
                             : ndc__fail(-EBADMSG, "npy: %s shrank while being read", j->path);
     if (!j->err) {
         j->left -= (uint64_t)r->res;
-        if ((uint64_t)r->res < r->len) {            /* short: queue the rest */
-            r->buf = (uint8_t *)r->buf + r->res;
-            r->off += (uint64_t)r->res;
-            r->len -= (size_t)r->res;
-            if (ndc__io_queue(io, r) == 0) {
-                j->pending++;
+        if ((uint64_t)r->res < r->len) {
+            if (requeue_rest(j, io, r))
                 return;
-            }
         } else if (j->cursor < j->h.nbytes) {
             job_next_req(j, r);
             if (ndc__io_queue(io, r) == 0) {
@@ -1102,15 +1117,8 @@ static void drain_done(struct job *j, struct ndc__io *io, struct ndc__io_req *r)
                                         (unsigned long long)j->a.seq)
                             : ndc__fail(-EIO, "npy: writing %012llu.npy: no progress",
                                         (unsigned long long)j->a.seq);
-    if (!j->err && (uint64_t)r->res < r->len) {
-        r->buf = (uint8_t *)r->buf + r->res;
-        r->off += (uint64_t)r->res;
-        r->len -= (size_t)r->res;
-        if (ndc__io_queue(io, r) == 0) {
-            j->pending++;
-            return;
-        }
-    }
+    if (!j->err && (uint64_t)r->res < r->len && requeue_rest(j, io, r))
+        return;
     if (j->pending == 0)
         j->state = JOB_DONE;
 }
