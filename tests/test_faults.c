@@ -794,8 +794,10 @@ static void report_times(const char *what, int64_t *lat, int n)
     fprintf(stderr, "[detect] %s: median %.1f ms, min %.1f ms, max %.1f ms over %d tries\n", what,
             lat[n / 2] / 1e6, lat[0] / 1e6, lat[n - 1] / 1e6, n);
     cr_log_info("%s: median %.1f ms, max %.1f ms over %d tries", what, lat[n / 2] / 1e6, lat[n - 1] / 1e6, n);
-    cr_assert_lt(lat[n / 2], SEC, "%s: median %.1f ms (contract: 100 ms)", what, lat[n / 2] / 1e6);
-    cr_assert_lt(lat[n - 1], SEC, "%s: worst %.1f ms (contract: 100 ms)", what, lat[n - 1] / 1e6);
+    /* the median is held to the contract; the worst try only to a bound a
+     * shared 2-vCPU VM can keep (a descheduled waiter adds its slice) */
+    cr_assert_lt(lat[n / 2], 100 * MS, "%s: median %.1f ms (contract: 100 ms)", what, lat[n / 2] / 1e6);
+    cr_assert_lt(lat[n - 1], SEC, "%s: worst %.1f ms", what, lat[n - 1] / 1e6);
 }
 
 #define DETECT_TRIES 10
