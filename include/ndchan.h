@@ -111,7 +111,11 @@ struct ndc_chan_opts {
     uint32_t numa_policy;  /* enum ndc_numa_policy */
     int32_t  numa_node;    /* NDC_NUMA_BIND / NDC_NUMA_PREFERRED: the node */
     uint64_t numa_nodeset; /* NDC_NUMA_INTERLEAVE: bit i = node i; 0 = all nodes */
-    uint64_t reserved[6];  /* must be zero */
+    uint32_t mode;         /* named channels: permission bits of the shm file, e.g. 0660 to
+                              share with a group; 0 = 0600. Applied exactly (umask plays no
+                              part). Every peer, receive-only ones included, needs read and
+                              write permission: the control block is written by all. */
+    uint32_t reserved[11]; /* must be zero */
 };
 
 /* Create a channel and attach to it.
@@ -140,6 +144,11 @@ NDC_API int ndc_open(ndc_chan **ch, const char *name, uint32_t flags);
 /* As ndc_open, on a segment fd (from ndc_fd() of another process, passed over
  * a unix socket). The fd is duplicated: the caller keeps and closes its own. */
 NDC_API int ndc_open_fd(ndc_chan **ch, int fd, uint32_t flags);
+/* As ndc_open, but a channel that does not exist yet is waited for, up to
+ * timeout_ns (NDC_FOREVER: no limit; 0: one try, as ndc_open), so a consumer
+ * may start before its producer. A channel is never seen half-created.
+ * \return as ndc_open, and -ETIMEDOUT (still no such channel), -EINTR. */
+NDC_API int ndc_open_wait(ndc_chan **ch, const char *name, uint32_t flags, int64_t timeout_ns);
 /* The segment's file descriptor, owned by the handle (close-on-exec). */
 NDC_API int ndc_fd(const ndc_chan *ch);
 
@@ -201,6 +210,14 @@ NDC_API int ndc_release(ndc_chan *ch, struct ndc_array *a);
 /* Copy `a` (any strides: negative, zero, non-contiguous) into a slot, C order,
  * and commit it. Returns as ndc_reserve. */
 NDC_API int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns);
+/* ndc_send with flags: 0 or NDC_SEND_BROADCAST. Without it, an array of more
+ * than one element whose strides are all zero is -EINVAL: that is what a
+ * struct literal whose strides were left unset looks like (fill them with
+ * ndc_array_init). With it, such an array is a deliberate broadcast (every
+ * element is element 0, as numpy.broadcast_to makes). */
+#define NDC_SEND_BROADCAST (1u << 0)
+NDC_API int ndc_send_flags(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns,
+                           uint32_t flags);
 /* Receive into the caller's buffer a->data of `capacity` bytes, C order.
  * \return as ndc_acquire, and -EMSGSIZE: the array is larger than capacity.
  * It is kept: the next ndc_recv or ndc_acquire on this handle returns it, and
@@ -216,6 +233,8 @@ struct ndc_stat {
     uint32_t receivers_waiting;           /* receivers asleep on an empty channel: idle */
     uint32_t senders_waiting;             /* senders asleep on a full channel: backpressure */
     uint32_t closed;
+    uint32_t stale;                       /* no process but the caller is attached: every
+                                             process that used the channel is gone */
     uint64_t sent, received, bytes_sent;
     uint64_t slot_bytes;
 };

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "array.h"
@@ -100,6 +101,8 @@ static int check_opts(const struct ndc_chan_opts *o)
     for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
         if (o->reserved[i])
             return ndc__fail(-EINVAL, "opts.reserved[%zu] must be zero", i);
+    if (o->mode & ~0777u)
+        return ndc__fail(-EINVAL, "opts.mode 0%o has bits beyond 0777", o->mode);
     return ndc__numa_check(o);
 }
 
@@ -166,6 +169,25 @@ int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
     r = ndc_open_fd(out, fd, flags);
     close(fd);
     return r;
+}
+
+int ndc_open_wait(ndc_chan **out, const char *name, uint32_t flags, int64_t timeout_ns)
+{
+    if (timeout_ns < 0 && timeout_ns != NDC_FOREVER)
+        return ndc__fail(-EINVAL, "negative timeout %lld", (long long)timeout_ns);
+    struct ndc__deadline dl;
+    ndc__deadline_init(&dl, timeout_ns);
+    for (;;) {
+        int r = ndc_open(out, name, flags);
+        if (r != -ENOENT)
+            return r;
+        int64_t left = ndc__deadline_left(&dl);
+        if (left == 0)
+            return timeout_ns == 0 ? r : ndc__fail(-ETIMEDOUT, "no channel \"%s\" appeared", name);
+        struct timespec ts = {0, left < 1000000 ? left : 1000000};
+        if (nanosleep(&ts, NULL) != 0)
+            return ndc__fail(-EINTR, "interrupted while waiting for channel \"%s\"", name);
+    }
 }
 
 int ndc_fd(const ndc_chan *ch)
@@ -725,10 +747,28 @@ int ndc_release(ndc_chan *ch, struct ndc_array *a)
 
 /* ---- one copy ----------------------------------------------------------- */
 
+/* Whether a's strides look unset: all zero on an array of several elements. */
+static int strides_unset(const struct ndc_array *a, uint64_t nbytes)
+{
+    if (nbytes <= ndc_dtype_size(a->dtype))
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->strides[i])
+            return 0;
+    return 1;
+}
+
 int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns)
+{
+    return ndc_send_flags(ch, a, timeout_ns, 0);
+}
+
+int ndc_send_flags(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns, uint32_t flags)
 {
     if (!ch || !a)
         return ndc__fail(-EINVAL, "NULL channel or array");
+    if (flags & ~NDC_SEND_BROADCAST)
+        return ndc__fail(-EINVAL, "unknown send flags 0x%x", flags & ~NDC_SEND_BROADCAST);
     /* validated once: reserve and publish below take it as checked */
     uint64_t nbytes;
     uint32_t slot;
@@ -737,6 +777,9 @@ int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns)
         return r;
     if (nbytes && !a->data)
         return ndc__fail(-EINVAL, "NULL data for an array of %llu bytes", (unsigned long long)nbytes);
+    if (!(flags & NDC_SEND_BROADCAST) && strides_unset(a, nbytes))
+        return ndc__fail(-EINVAL, "every stride is zero: unset strides (fill them with "
+                         "ndc_array_init), or pass NDC_SEND_BROADCAST if a broadcast is meant");
     struct ndc_array s = *a;
     if ((r = reserve_slot(ch, &s, nbytes, timeout_ns, &slot)))
         return r;
@@ -801,6 +844,7 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
         s.receivers_waiting += atomic_load_explicit(&p->sleeping[NDC__SIDE_READY], memory_order_relaxed);
     }
     s.closed = !!(atomic_load_explicit(&c->sem[NDC__SIDE_READY].count, memory_order_relaxed) & NDC__CLOSED);
+    s.stale = s.attached <= 1;
     s.sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
     s.received = atomic_load_explicit(&c->received, memory_order_relaxed);
     s.bytes_sent = atomic_load_explicit(&c->bytes_sent, memory_order_relaxed);

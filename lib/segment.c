@@ -240,6 +240,10 @@ int ndc__segment_create(struct ndc__segment *s, const char *name, const struct n
                   : memfd_create("ndchan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (fd < 0)
             return ndc__fail(-errno, "%s: %s", name ? "shm_open" : "memfd_create", strerror(errno));
+        if (name && o->mode && fchmod(fd, o->mode) != 0) {
+            r = ndc__fail(-errno, "fchmod 0%o: %s", o->mode, strerror(errno));
+            goto fail;
+        }
         if (ftruncate(fd, (off_t)g.total_size) != 0) {
             r = ndc__fail(-errno, "ftruncate to %llu bytes: %s",
                           (unsigned long long)g.total_size, strerror(errno));
