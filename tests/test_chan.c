@@ -592,8 +592,9 @@ ParameterizedTest(struct view_param *p, chan, send_views, .timeout = 10)
     memcpy(base_copy, base, base_bytes);
 
     ndc_chan *ch = th_chan(2, 1 << 16);
-    th_ok(ndc_send(ch, &v, 0));
-    th_ok(ndc_send(ch, &v, 0));
+    /* some cases are deliberate broadcasts (every stride zero) */
+    th_ok(ndc_send_flags(ch, &v, 0, NDC_SEND_BROADCAST));
+    th_ok(ndc_send_flags(ch, &v, 0, NDC_SEND_BROADCAST));
     cr_assert(memcmp(&v, &v_before, sizeof v) == 0, "ndc_send modified its input array");
     cr_assert(memcmp(base, base_copy, base_bytes) == 0, "ndc_send wrote to the source data");
 
