@@ -19,11 +19,12 @@
 #include <string.h>
 
 #include "error.h"
+#include "peer.h"
 #include "queue.h"
 
 static int corrupt(ndc_chan *ch, const char *what)
 {
-    ndc__queue_rebuild(ch);
+    ndc__queue_rebuild(ch, ndc__peer_alive);
     return ndc__fail(-EBADMSG, "channel queue inconsistent (%s); rebuilt from the slot table", what);
 }
 
@@ -96,16 +97,12 @@ int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
     return 0;
 }
 
-static int peer_live(ndc_chan *ch, uint32_t who)
-{
-    return who < ch->seg.g.max_peers &&
-           atomic_load_explicit(&ch->peers[who].state, memory_order_relaxed) == NDC__PEER_LIVE;
-}
-
-void ndc__queue_rebuild(ndc_chan *ch)
+void ndc__queue_rebuild(ndc_chan *ch, int (*owner_alive)(const ndc_chan *ch, uint32_t peer))
 {
     struct ndc__ctrl *c = ch->ctrl;
     uint32_t n = ch->seg.g.nslots, nfree = 0, nready = 0;
+    int8_t alive[NDC_MAX_PEERS];   /* -1 not asked yet */
+    memset(alive, -1, sizeof alive);
     uint64_t max_seq = 0;
     /* Private work arrays: the sort must not read back indices a peer can
      * scribble on. Each slot's seq is read once. */
@@ -129,8 +126,13 @@ void ndc__queue_rebuild(ndc_chan *ch)
                 max_seq = seq + 1;
             continue;
         }
-        if ((st == NDC__RESERVED || st == NDC__LOANED) && peer_live(ch, NDC__OWNER(w)))
-            continue;
+        uint32_t who = NDC__OWNER(w);
+        if ((st == NDC__RESERVED || st == NDC__LOANED) && who < ch->seg.g.max_peers) {
+            if (alive[who] < 0)
+                alive[who] = (int8_t)!!owner_alive(ch, who);
+            if (alive[who])
+                continue;
+        }
         atomic_store_explicit(&ch->slots[i].state, NDC__WORD(NDC__FREE, 0), memory_order_relaxed);
         ch->free_idx[nfree++] = (uint16_t)i;
     }
