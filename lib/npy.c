@@ -26,6 +26,7 @@
 
 #include "error.h"
 #include "npy.h"
+#include "wait.h"
 
 static const uint8_t npy_magic[6] = { 0x93, 'N', 'U', 'M', 'P', 'Y' };
 
@@ -960,6 +961,9 @@ out:
 
 int ndc_npy_read(ndc_chan *ch, const char *path, uint64_t tag, int64_t timeout_ns)
 {
+    int err = ndc__timeout_check(timeout_ns);
+    if (err)
+        return err;
     if (!path)
         return ndc__fail(-EINVAL, "npy: NULL path");
     int r = load_files(ch, &path, 1, &tag, timeout_ns, NULL);

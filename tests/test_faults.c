@@ -2181,6 +2181,13 @@ static int big_sender(void *p)
     a.strides[0] = -(int64_t)pitch;
     a.strides[1] = 16;
     a.tag = g->tag;
+    /* Become a sender the channel knows before the parent may interrupt
+     * us: a process killed before its first call was never a peer, and a
+     * receiver rightly waits for a sender still to come. */
+    struct ndc_array r;
+    int64_t none[1] = { 0 };
+    ndc_array_init(&r, NDC_U8, 1, none, NULL);
+    CK(ndc_reserve(g->ch, &r, 10 * SEC) == 0 && ndc_cancel(g->ch, &r) == 0, 81, "first reserve");
     atomic_store(&g->sh->phase, 1);
     int r = ndc_send(g->ch, &a, 10 * SEC);
     atomic_store(&g->sh->phase, r == 0 ? 2 : 3);
