@@ -2184,10 +2184,10 @@ static int big_sender(void *p)
     /* Become a sender the channel knows before the parent may interrupt
      * us: a process killed before its first call was never a peer, and a
      * receiver rightly waits for a sender still to come. */
-    struct ndc_array r;
+    struct ndc_array first;
     int64_t none[1] = { 0 };
-    ndc_array_init(&r, NDC_U8, 1, none, NULL);
-    CK(ndc_reserve(g->ch, &r, 10 * SEC) == 0 && ndc_cancel(g->ch, &r) == 0, 81, "first reserve");
+    ndc_array_init(&first, NDC_U8, 1, none, NULL);
+    CK(ndc_reserve(g->ch, &first, 10 * SEC) == 0 && ndc_cancel(g->ch, &first) == 0, 81, "first reserve");
     atomic_store(&g->sh->phase, 1);
     int r = ndc_send(g->ch, &a, 10 * SEC);
     atomic_store(&g->sh->phase, r == 0 ? 2 : 3);
