@@ -46,13 +46,16 @@ int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot)
     uint64_t w = atomic_load_explicit(&ch->slots[idx].state, memory_order_relaxed);
     if (NDC__STATE(w) != (side == NDC__SIDE_FREE ? NDC__FREE : NDC__READY))
         return corrupt(ch, "queued slot in the wrong state");
+    /* The state store is the taking; the counters follow it (a holder that
+     * dies in between leaves a LOANED slot of a dead peer: freed by the
+     * rebuild, its array lost with the receiver that took it). */
+    atomic_store_explicit(&ch->slots[idx].state, new_word, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->sem[side].count, 1, memory_order_relaxed);
     if (side == NDC__SIDE_READY) {
         c->ready_head = head + 1 == n ? 0 : head + 1;
         atomic_store_explicit(&c->received, atomic_load_explicit(&c->received, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     }
-    atomic_fetch_sub_explicit(&c->sem[side].count, 1, memory_order_relaxed);
-    atomic_store_explicit(&ch->slots[idx].state, new_word, memory_order_relaxed);
     *slot = idx;
     return 0;
 }
@@ -76,23 +79,26 @@ int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
         /* A commit races ndc_close, which sets CLOSED without the lock:
          * either this increment comes first (the array was sent before the
          * end of stream, and receivers drain it) or the commit fails. */
+        uint64_t seq = atomic_load_explicit(&c->sent, memory_order_relaxed);
+        ch->slots[slot].seq = seq;
+        ch->ready_idx[(head + cnt) % n] = (uint16_t)slot;
         do {
             if (old & NDC__CLOSED)
                 return -EPIPE;
         } while (!atomic_compare_exchange_weak_explicit(count, &old, old + 1, memory_order_seq_cst,
                                                         memory_order_relaxed));
-        /* counters change here, under the lock, on the line we hold anyway */
-        uint64_t seq = atomic_load_explicit(&c->sent, memory_order_relaxed);
-        ch->slots[slot].seq = seq;
+        /* The state store is the commit. The counters follow it: a holder
+         * that dies in between leaves a READY slot whose seq the rebuild
+         * turns back into `sent`, never a count of an array that is not. */
+        atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
         atomic_store_explicit(&c->sent, seq + 1, memory_order_relaxed);
         atomic_store_explicit(&c->bytes_sent, atomic_load_explicit(&c->bytes_sent, memory_order_relaxed) +
                               ch->slots[slot].nbytes, memory_order_relaxed);
-        ch->ready_idx[(head + cnt) % n] = (uint16_t)slot;
     } else {
         atomic_fetch_add_explicit(count, 1, memory_order_seq_cst);
         ch->free_idx[cnt] = (uint16_t)slot;
+        atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
     }
-    atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
     atomic_store_explicit(&c->sem[side].hint, slot, memory_order_relaxed);
     return 0;
 }
