@@ -156,25 +156,27 @@ static int claim(ndc_chan *ch, uint32_t i, struct ndc__deadline *dl)
 {
     struct ndc__ctrl *c = ch->ctrl;
     struct ndc__peer *p = &ch->peers[i];
-    p->pid = ch->pid;
-    atomic_store_explicit(&p->flags, (ch->open_flags & NDC_RDONLY) ? NDC__PEER_RDONLY : 0,
-                          memory_order_relaxed);
-    atomic_store_explicit(&p->cpu, ndc__current_cpu(), memory_order_relaxed);
     uint32_t unused = NDC__PEER_UNUSED;
-    /* release: the fields above before the state that makes them count */
+    /* Nothing is written before the entry is known to be ours and empty: a
+     * dead owner's roles decide what its retirement counts. Retirement
+     * cleared the flags (acquire: pairs with its release of UNUSED). */
     int quick = atomic_compare_exchange_strong_explicit(&p->state, &unused, NDC__PEER_LIVE,
-                                                        memory_order_release, memory_order_relaxed);
+                                                        memory_order_acquire, memory_order_relaxed);
+    uint32_t before = 0;
     if (!quick) {
         /* left by a process that is gone: give back what it held first */
         int r = lock_as(ch, i, dl);
         if (r)
             return r;
-        uint32_t before = free_count(ch);
+        before = free_count(ch);
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_UNUSED)
             retire(ch, i);
-        p->pid = ch->pid;
-        atomic_store_explicit(&p->flags, (ch->open_flags & NDC_RDONLY) ? NDC__PEER_RDONLY : 0,
-                              memory_order_relaxed);
+    }
+    p->pid = ch->pid;
+    atomic_store_explicit(&p->flags, (ch->open_flags & NDC_RDONLY) ? NDC__PEER_RDONLY : 0,
+                          memory_order_relaxed);
+    atomic_store_explicit(&p->cpu, ndc__current_cpu(), memory_order_relaxed);
+    if (!quick) {
         atomic_store_explicit(&p->state, NDC__PEER_LIVE, memory_order_release);
         unlock_and_wake(ch, before);
     }
