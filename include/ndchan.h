@@ -130,7 +130,7 @@ NDC_API size_t ndc_array_nbytes(const struct ndc_array *a);
 typedef struct ndc_chan ndc_chan;
 
 struct ndc_chan_opts {
-    /* The first three fields are DESIGN.md's, in its order. */
+    /* The first three fields keep the original contract's order: {slots, slot_bytes, flags}. */
     uint32_t slots;        /* arrays in flight; 0 = default (4); at most NDC_MAX_SLOTS */
     uint64_t slot_bytes;   /* largest payload; 0 = default (64 MiB); at most NDC_MAX_SLOT_BYTES.
                               Untouched capacity costs no memory. */
@@ -313,6 +313,23 @@ struct ndc_stat {
  * the kernel whether each peer is alive: a syscall per attached process).
  * \return 0; -EBADMSG a slot state word is corrupt */
 NDC_API int ndc_stat(const ndc_chan *ch, struct ndc_stat *st);
+
+/* Wait until every array committed so far (before this call) has been
+ * released by its receiver (multiprocessing.JoinableQueue.join()'s
+ * counterpart): none of them is still ready or on loan. An array whose
+ * receiver died holding it counts as done (its slot came back). flags: 0,
+ * or NDC_DRAIN_CLOSED to wait, in addition, until the channel is closed
+ * and holds no array at all (every sender finished and every array was
+ * consumed). Polls the slot table every millisecond while it waits; takes
+ * no lock, changes nothing.
+ * \return 0 drained
+ * \return -EAGAIN   timeout 0 and not drained
+ * \return -ETIMEDOUT, -EINTR (a caught signal while asleep)
+ * \return -EOWNERDEAD arrays remain and every receiver is gone
+ * \return -EINVAL   NULL ch, unknown flags, a negative timeout other than
+ *                   NDC_FOREVER */
+#define NDC_DRAIN_CLOSED (1u << 0)
+NDC_API int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns);
 
 /* Text for a value returned by any call here (0 or negative errno). */
 NDC_API const char *ndc_strerror(int err);

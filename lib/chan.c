@@ -927,6 +927,52 @@ int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout
 
 /* ---- state -------------------------------------------------------------- */
 
+/* Whether nothing committed before `upto` (a seq) is ready or on loan.
+ * A torn read of a header's seq can only make it wait one more poll. */
+static int drained(const ndc_chan *ch, uint64_t upto)
+{
+    for (uint32_t i = 0; i < ch->seg.g.nslots; i++) {
+        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_acquire);
+        uint32_t st = NDC__STATE(w);
+        if ((st == NDC__READY || st == NDC__LOANED) && ch->slots[i].seq < upto)
+            return 0;
+    }
+    return 1;
+}
+
+int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns)
+{
+    if (!ch)
+        return ndc__fail(-EINVAL, "NULL channel");
+    if (flags & ~NDC_DRAIN_CLOSED)
+        return ndc__fail(-EINVAL, "unknown drain flags 0x%x", flags & ~NDC_DRAIN_CLOSED);
+    int r = ndc__timeout_check(timeout_ns);
+    if (r || (r = ndc__ensure_joined(ch)))
+        return r;
+    struct ndc__ctrl *c = ch->ctrl;
+    uint64_t upto = atomic_load_explicit(&c->sent, memory_order_acquire);
+    struct ndc__deadline dl;
+    ndc__deadline_init(&dl, timeout_ns);
+    for (int64_t polls = 0;; polls++) {
+        int closed = !!(atomic_load(&c->sem[NDC__SIDE_READY].count) & NDC__CLOSED);
+        if (flags & NDC_DRAIN_CLOSED)
+            upto = closed ? UINT64_MAX : atomic_load_explicit(&c->sent, memory_order_acquire);
+        if (drained(ch, upto) && (!(flags & NDC_DRAIN_CLOSED) || closed))
+            return 0;
+        int64_t left = ndc__deadline_left(&dl);
+        if (left == 0)
+            return timeout_ns == 0 ? -EAGAIN : ndc__fail(-ETIMEDOUT, "not drained in time");
+        if (polls % 40 == 39) {   /* every 40 ms: give back what dead receivers held */
+            ndc__peer_sweep(ch, &dl);
+            if (ndc__peer_other_side_gone(ch, NDC__SIDE_FREE) && !drained(ch, upto))
+                return ndc__fail(-EOWNERDEAD, "arrays remain and every receiver is gone");
+        }
+        struct timespec ts = { 0, left < 1000000 ? left : 1000000 };
+        if (nanosleep(&ts, NULL) != 0)
+            return ndc__fail(-EINTR, "interrupted while waiting for the channel to drain");
+    }
+}
+
 int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
 {
     if (!ch || !st)

@@ -1,5 +1,5 @@
 /*
- * Faults and hostile input (issue 3): dead peers, a dead or stuck lock
+ * Faults and hostile input: dead peers, a dead or stuck lock
  * holder, scribbled segments, hostile slot headers, permissions, signals.
  *
  * Children never call cr_assert: they print what went wrong on stderr and
