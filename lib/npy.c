@@ -659,6 +659,19 @@ int ndc__npy_open(const char *path, struct ndc__npy_header *h)
     return fd;
 }
 
+int ndc_npy_peek(const char *path, struct ndc_array *a)
+{
+    if (!path || !a)
+        return ndc__fail(-EINVAL, "npy: NULL argument");
+    struct ndc__npy_header h;
+    int fd = ndc__npy_open(path, &h);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    /* the header passed ndc__npy_parse: a valid dtype, ndim and shape */
+    return ndc_array_init(a, h.dtype, h.ndim, h.shape, NULL);
+}
+
 /* Open a file and read and check its header; nothing is reserved yet. */
 static int job_open(struct job *j, const char *path)
 {

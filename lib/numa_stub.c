@@ -69,18 +69,23 @@ int ndc__numa_node_near_cpu(const struct ndc__topo *t, int cpu)
 }
 
 int ndc__suggest_pair(const struct ndc__topo *t, const char *allowed,
-                      struct ndc__cpu_pair *out)
+                      struct ndc_cpu_pair *out)
 {
     (void)t; (void)allowed; (void)out;
     return ndc__fail(-ENOTSUP, NO_HWLOC);
 }
 
-int ndc__topo_describe(const struct ndc__topo *t, struct ndc__topo_desc **out)
+int ndc_topo_suggest(const char *topology, const char *allowed, struct ndc_cpu_pair *out)
 {
-    (void)t; (void)out;
+    (void)topology; (void)allowed; (void)out;
     return ndc__fail(-ENOTSUP, NO_HWLOC);
 }
-void ndc__topo_desc_free(struct ndc__topo_desc *d) { (void)d; }
+
+int ndc_numa_policy(const ndc_chan *ch, uint32_t *policy, uint64_t *nodes)
+{
+    (void)ch; (void)policy; (void)nodes;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
 
 int ndc_numa_where(const ndc_chan *ch, uint64_t *counts, int max)
 {
