@@ -702,18 +702,6 @@ NDC_API int ndc_numa_pin_near(const ndc_chan *ch)
     return r;
 }
 
-NDC_API int ndc_pin_cpu(int cpu)
-{
-    if (cpu < 0 || cpu >= CPU_SETSIZE)
-        return ndc__fail(-EINVAL, "cpu %d out of range", cpu);
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        return ndc__fail(-errno, "sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
-    return 0;
-}
-
 NDC_API int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu)
 {
     if (!producer_cpu || !consumer_cpu)

@@ -1,7 +1,7 @@
 /* Built when hwloc is absent: placement is not available. Options are still
  * validated (a typo is -EINVAL here as with hwloc); every policy but first
  * touch is -ENOTSUP, and so is every question about the topology. Pinning to
- * a given CPU needs no hwloc and works. */
+ * a given CPU needs no hwloc (cpu.c). */
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
@@ -105,14 +105,3 @@ int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu)
     return ndc__fail(-ENOTSUP, NO_HWLOC);
 }
 
-int ndc_pin_cpu(int cpu)
-{
-    if (cpu < 0 || cpu >= CPU_SETSIZE)
-        return ndc__fail(-EINVAL, "cpu %d out of range", cpu);
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        return ndc__fail(-errno, "sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
-    return 0;
-}
