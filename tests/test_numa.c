@@ -283,7 +283,9 @@ Test(numa_decide, suggest_smt_only)
 Test(numa_decide, describe_lists_packages_nodes_caches_distances)
 {
     struct topo_desc *d = NULL;
-    th_ok(topo_describe(xml_hetero, &d));
+    if (topo_describe(xml_hetero, &d) == -ENOTSUP)
+        cr_skip_test("built without hwloc");
+    cr_assert_not_null(d);
     cr_expect_eq(d->packages, 2);
     cr_expect_eq(d->nodes, 4);
     cr_expect_eq(d->cores, 4);

@@ -5,7 +5,8 @@
 # ndchan-save: a consumer started after a -c -u loader still gets the data;
 # a bad option or file leaves no channel behind. ndchan-stat: --list shows a
 # stale channel, --gc --dry-run keeps it, --gc removes it, and a channel a
-# live process holds is never removed.
+# live process holds is never removed. --gc is given this test's own names
+# only, so a run never touches another program's channels.
 set -u
 T=$1
 MAKE_NPY=$2
@@ -74,14 +75,16 @@ check "stat --list" 0 "$T/ndchan-stat" --list
 grep -q "^$name .*stale" "$dir/stdout" || { echo "FAIL: --list does not show $name stale"; cat "$dir/stdout"; fails=$((fails + 1)); }
 check "stat --list --json" 0 "$T/ndchan-stat" --list --json
 grep -q "\"name\":\"$name\",\"state\":\"stale\"" "$dir/stdout" || { echo "FAIL: --list --json"; cat "$dir/stdout"; fails=$((fails + 1)); }
-check "stat --gc --dry-run" 0 "$T/ndchan-stat" --gc --dry-run
+check "stat --gc --dry-run" 0 "$T/ndchan-stat" --gc --dry-run "$name"
+grep -q "would remove $name " "$dir/stdout" || { echo "FAIL: --dry-run does not name $name"; fails=$((fails + 1)); }
 [ -e "/dev/shm/$name" ] || { echo "FAIL: --dry-run removed $name"; fails=$((fails + 1)); }
 # a live one beside it: a process watching it holds it
 "$T/ndchan-load" -q -c "$name-b" "$dir/in"
 "$T/ndchan-stat" --watch --interval 0.1 --count 30 "$name-b" >/dev/null &
 watcher=$!
 sleep 0.3
-check "stat --gc" 0 "$T/ndchan-stat" --gc
+# only our own names: other programs' channels on this machine are theirs
+check "stat --gc" 0 "$T/ndchan-stat" --gc "$name" "$name-b"
 [ -e "/dev/shm/$name" ] && { echo "FAIL: --gc kept stale $name"; fails=$((fails + 1)); }
 [ -e "/dev/shm/$name-b" ] || { echo "FAIL: --gc removed $name-b, which a live process holds"; fails=$((fails + 1)); }
 check "stat --watch --count 2 --json" 0 "$T/ndchan-stat" --watch --count 2 --interval 0.1 --json "$name-b"

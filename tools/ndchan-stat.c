@@ -3,7 +3,7 @@
  *   ndchan-stat [--json] NAME                  one channel, once
  *   ndchan-stat --watch [-i S] [-n N] NAME     a live view, refreshed in place
  *   ndchan-stat --list [--json]                every ndchan channel in /dev/shm
- *   ndchan-stat --gc [--dry-run] [--json]      remove stale channels
+ *   ndchan-stat --gc [--dry-run] [NAME...]     remove stale channels
  *
  * It attaches receive-only (it never sends or receives, and its mapping of
  * the payloads is read-only), so it sees what ndc_stat sees. A channel is
@@ -32,7 +32,7 @@ static const char help[] =
     "usage: ndchan-stat [--json] NAME\n"
     "       ndchan-stat --watch [--interval S] [--count N] [--json] NAME\n"
     "       ndchan-stat --list [--json]\n"
-    "       ndchan-stat --gc [--dry-run] [--json]\n"
+    "       ndchan-stat --gc [--dry-run] [--json] [NAME...]\n"
     "The state of ndchan channels: slots free, ready and on loan, processes\n"
     "attached, whether the consumer is idle or the producer held back.\n"
     "  -w, --watch         a live view: arrays/s and GB/s, slots as a bar,\n"
@@ -42,7 +42,8 @@ static const char help[] =
     "                      ends and every other process has detached)\n"
     "  -l, --list          every ndchan channel in " SHM_DIR ": geometry, processes\n"
     "                      attached, and whether it is live, closed or stale\n"
-    "  -g, --gc            remove stale channels (no process attached any more)\n"
+    "  -g, --gc            remove stale channels (no process attached any more);\n"
+    "                      with NAMEs, only those of them that are stale\n"
     "      --dry-run       with --gc: say what would be removed, remove nothing\n"
     "  -j, --json          JSON on stdout (--watch: one object per line)\n"
     "  -h, --help          this text\n"
@@ -317,7 +318,16 @@ static int list_channels(int json)
     return 0;
 }
 
-static int gc(int dry_run, int json)
+/* Whether --gc's NAME list (empty: every channel) holds name. */
+static int wanted(const char *name, char **names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i] + (names[i][0] == '/'), name))
+            return 1;
+    return n == 0;
+}
+
+static int gc(int dry_run, int json, char **names, int nnames)
 {
     struct entry *e;
     size_t n;
@@ -328,7 +338,7 @@ static int gc(int dry_run, int json)
         printf("[");
     for (size_t i = 0; i < n; i++) {
         /* stale: no process but us was attached when we looked */
-        if (e[i].err || !e[i].p.s.stale)
+        if (e[i].err || !e[i].p.s.stale || !wanted(e[i].name, names, nnames))
             continue;
         int r = dry_run ? 0 : ndc_unlink(e[i].name);
         if (r)
@@ -392,9 +402,13 @@ int main(int argc, char **argv)
         cli_usage("--dry-run goes with --gc");
     if ((interval_set || count >= 0) && !watch)
         cli_usage("--interval and --count go with --watch");
-    if (list || do_gc) {
+    if (list) {
         cli_positional(argc, argv, 0, 0);
-        return list ? list_channels(json) : gc(dry_run, json);
+        return list_channels(json);
+    }
+    if (do_gc) {
+        int n = cli_positional(argc, argv, 0, -1);
+        return gc(dry_run, json, argv + optind, n);
     }
     cli_positional(argc, argv, 1, 1);
     return one_channel(argv[optind], json, watch, interval, count);
