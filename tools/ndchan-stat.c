@@ -283,10 +283,14 @@ static int list_channels(int json)
     size_t n;
     if (scan(&e, &n))
         return 1;
+    int w = 24;   /* the name column: as wide as the longest name */
+    for (size_t i = 0; i < n; i++)
+        if ((int)strlen(e[i].name) > w)
+            w = (int)strlen(e[i].name);
     if (json)
         printf("[");
     else if (n)
-        printf("%-24s %6s %10s %5s %5s %6s %9s  %s\n", "NAME", "SLOTS", "SLOT_SIZE", "READY",
+        printf("%-*s %6s %10s %5s %5s %6s %9s  %s\n", w, "NAME", "SLOTS", "SLOT_SIZE", "READY",
                "LOAN", "PROCS", "SENT", "STATE");
     else
         printf("no ndchan channels in %s\n", SHM_DIR);
@@ -304,10 +308,10 @@ static int list_channels(int json)
             }
             putchar('}');
         } else if (e[i].err) {
-            printf("%-24s %s\n", e[i].name, ndc_strerror(e[i].err));
+            printf("%-*s %s\n", w, e[i].name, ndc_strerror(e[i].err));
         } else {
             char b[32];
-            printf("%-24s %6u %10s %5u %5u %6u %9" PRIu64 "  %s\n", e[i].name, s->slots,
+            printf("%-*s %6u %10s %5u %5u %6u %9" PRIu64 "  %s\n", w, e[i].name, s->slots,
                    cli_bytes(s->slot_bytes, b, sizeof b), s->ready, s->loaned, e[i].p.others,
                    s->sent, state_of(s));
         }
