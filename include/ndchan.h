@@ -453,6 +453,65 @@ NDC_API int ndc_npy_load(ndc_chan *ch, const char *const *paths, size_t n,
  * as -EOWNERDEAD), once the writes in flight are done. */
 NDC_API int ndc_npy_drain(ndc_chan *ch, const char *dir, const struct ndc_npy_opts *o);
 
+/* ---- version, .npy headers, topology -------------------------------------
+ * Calls added for the tools (ndchan-load, ndchan-topo), which use nothing
+ * but this header. */
+
+#define NDC_VERSION_PATCH 0
+/* The version as one number, for compile-time checks: 0x00MMmmpp. */
+#define NDC_VERSION_NUMBER \
+    ((NDC_VERSION_MAJOR << 16) | (NDC_VERSION_MINOR << 8) | NDC_VERSION_PATCH)
+
+/* The library's version as "MAJOR.MINOR.PATCH" (the library actually loaded,
+ * which may be newer than the header a program was built with). Never NULL. */
+NDC_API const char *ndc_version(void);
+/* The same as NDC_VERSION_NUMBER computes: (major << 16) | (minor << 8) | patch. */
+NDC_API uint32_t ndc_version_number(void);
+
+/* Read and check a .npy file's header as ndc_npy_read would (the file's size
+ * included), without reading its payload or touching a channel: fills
+ * a->dtype, ndim, shape and C-order strides of the array a receiver would
+ * get (Fortran-order files: the shape np.load() gives); a->data is NULL, tag
+ * and seq 0. ndc_array_nbytes(a) is then the slot_bytes the file needs.
+ * \return 0
+ * \return -EBADMSG   not a .npy file, a malformed or lying header, or a file
+ *                    whose size is not header + payload
+ * \return -ENOTSUP   a dtype or version ndchan does not take
+ * \return -EOVERFLOW the payload size overflows
+ * \return -EINVAL    a NULL argument, or not a regular file
+ * \return -ENOENT, -EACCES, -EIO, ... : open/read errors (-errno)
+ * `a` is untouched on failure; ndc_last_error() names the file and reason. */
+NDC_API int ndc_npy_peek(const char *path, struct ndc_array *a);
+
+/* A producer/consumer CPU pair, as ndc_suggest_cpus picks it, with reasons. */
+struct ndc_cpu_pair {
+    int  producer, consumer;  /* OS CPU numbers */
+    int  node;                /* the NUMA node local to both; -1 when none is */
+    char shared[32];          /* the closest thing they share: "L2", "L3",
+                                 "package", "machine", or "core" (two hardware
+                                 threads of one core: the machine has one core) */
+};
+/* ndc_suggest_cpus on any topology, within a set of CPUs.
+ * topology: NULL = this machine; text starting with '<' = hwloc XML (as
+ * written by `lstopo file.xml`); anything else = an hwloc synthetic
+ * description ("pack:2 numa:2 core:4 pu:2").
+ * allowed: a CPU list ("0-3,8") the pair must come from; NULL = every CPU.
+ * \return 0, *out set
+ * \return -EINVAL   a topology description hwloc rejects, or a bad CPU list
+ * \return -ENODEV   fewer than two CPUs to choose from
+ * \return -ENOTSUP  built without hwloc
+ * \return -ENOMEM */
+NDC_API int ndc_topo_suggest(const char *topology, const char *allowed,
+                             struct ndc_cpu_pair *out);
+/* The NUMA policy the kernel holds for the channel's payload: *policy is an
+ * enum ndc_numa_policy (NDC_NUMA_BIND also stands for NDC_NUMA_PREFERRED,
+ * which the kernel does not tell apart here; NDC_NUMA_NEAR_RECEIVER shows as
+ * FIRST_TOUCH until the first receive binds it), *nodes bit i = node i
+ * (0 for first touch).
+ * \return 0; -EINVAL a NULL argument; -ENOTSUP built without hwloc or a
+ * kernel without NUMA; -errno of get_mempolicy. Untouched on failure. */
+NDC_API int ndc_numa_policy(const ndc_chan *ch, uint32_t *policy, uint64_t *nodes);
+
 #ifdef __cplusplus
 }
 #endif
