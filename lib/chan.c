@@ -328,6 +328,10 @@ int ndc__rejoin_slow(ndc_chan *ch)
         pthread_mutex_init(&ch->stash_lock, NULL);
         ch->nstash = 0;
         atomic_store(&ch->stash_count, 0);
+        /* likewise the parent's threads counted in the lock: none of them
+         * is here, and a count of them would make a lock word naming this
+         * process look held by a sibling forever (holder_alive, peer.c) */
+        atomic_store(&ch->in_lock, 0);
         ndc__live_close(&ch->live);   /* closed at fork already; unregistered */
         r = join(ch);
         if (r == 0)
