@@ -145,7 +145,18 @@ int ndc_create(ndc_chan **out, const char *name, const struct ndc_chan_opts *o)
         free(ch);
         return r;
     }
-    return finish_attach(out, ch, 0);
+    /* The name is linked already: a create that fails to attach (no fd
+     * left for the liveness lock, no memory) must take it back, or a
+     * complete channel with nobody attached stays under it. */
+    struct stat made;
+    char file[sizeof ch->seg.path];
+    int named = name && fstat(ch->seg.fd, &made) == 0;
+    memcpy(file, ch->seg.path, sizeof file);
+    r = finish_attach(out, ch, 0);
+    struct stat now;
+    if (r && named && lstat(file, &now) == 0 && now.st_dev == made.st_dev && now.st_ino == made.st_ino)
+        unlink(file);
+    return r;
 }
 
 static int check_open_flags(uint32_t flags)
