@@ -206,6 +206,13 @@ static int shm_path(char *path, size_t cap, const char *name)
     return r;
 }
 
+/* What open() of a name says when the object there is no regular file: a
+ * symlink (O_NOFOLLOW), a directory (opened for writing), a socket. */
+static int not_a_file(int e)
+{
+    return e == ELOOP || e == EISDIR || e == ENXIO;
+}
+
 int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
 {
     char path[sizeof ((struct ndc__segment *)0)->path];
@@ -215,6 +222,9 @@ int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
     if (!out)
         return ndc__fail(-EINVAL, "NULL out pointer");
     int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && not_a_file(errno))
+        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel", path,
+                         strerror(errno));
     if (fd < 0)
         return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
                          strerror(errno));
@@ -294,6 +304,9 @@ int ndc_unlink(const char *name)
         return r;
     /* Only an ndchan channel: the name may be another program's object. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && not_a_file(errno))
+        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel: left in place",
+                         path, strerror(errno));
     if (fd < 0)
         return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
                          strerror(errno));
