@@ -145,7 +145,18 @@ int ndc_create(ndc_chan **out, const char *name, const struct ndc_chan_opts *o)
         free(ch);
         return r;
     }
-    return finish_attach(out, ch, 0);
+    /* The name is linked already: a create that fails to attach (no fd
+     * left for the liveness lock, no memory) must take it back, or a
+     * complete channel with nobody attached stays under it. */
+    struct stat made;
+    char file[sizeof ch->seg.path];
+    int named = name && fstat(ch->seg.fd, &made) == 0;
+    memcpy(file, ch->seg.path, sizeof file);
+    r = finish_attach(out, ch, 0);
+    struct stat now;
+    if (r && named && lstat(file, &now) == 0 && now.st_dev == made.st_dev && now.st_ino == made.st_ino)
+        unlink(file);
+    return r;
 }
 
 static int check_open_flags(uint32_t flags)
@@ -195,6 +206,13 @@ static int shm_path(char *path, size_t cap, const char *name)
     return r;
 }
 
+/* What open() of a name says when the object there is no regular file: a
+ * symlink (O_NOFOLLOW), a directory (opened for writing), a socket. */
+static int not_a_file(int e)
+{
+    return e == ELOOP || e == EISDIR || e == ENXIO;
+}
+
 int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
 {
     char path[sizeof ((struct ndc__segment *)0)->path];
@@ -204,6 +222,9 @@ int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
     if (!out)
         return ndc__fail(-EINVAL, "NULL out pointer");
     int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && not_a_file(errno))
+        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel", path,
+                         strerror(errno));
     if (fd < 0)
         return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
                          strerror(errno));
@@ -283,6 +304,9 @@ int ndc_unlink(const char *name)
         return r;
     /* Only an ndchan channel: the name may be another program's object. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && not_a_file(errno))
+        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel: left in place",
+                         path, strerror(errno));
     if (fd < 0)
         return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
                          strerror(errno));
@@ -328,6 +352,10 @@ int ndc__rejoin_slow(ndc_chan *ch)
         pthread_mutex_init(&ch->stash_lock, NULL);
         ch->nstash = 0;
         atomic_store(&ch->stash_count, 0);
+        /* likewise the parent's threads counted in the lock: none of them
+         * is here, and a count of them would make a lock word naming this
+         * process look held by a sibling forever (holder_alive, peer.c) */
+        atomic_store(&ch->in_lock, 0);
         ndc__live_close(&ch->live);   /* closed at fork already; unregistered */
         atomic_store(&ch->in_lock, 0);   /* a parent's thread in the lock is not ours */
         r = join(ch);

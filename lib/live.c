@@ -69,13 +69,20 @@ static int reopen(int seg_fd, const char *path)
 int ndc__live_open(struct ndc__live *l, int seg_fd, const char *path)
 {
     ndc__live_init();
+    /* Opened under the registry lock, which fork() takes (before_fork): a
+     * child forked by another thread between the open and the entry would
+     * keep a copy of the description nobody closes, and with it this
+     * handle's lock, as long as it lives. */
+    pthread_mutex_lock(&registry_lock);
     int fd = reopen(seg_fd, path);
     l->private_fd = fd >= 0;
     if (fd < 0)
         fd = fcntl(seg_fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0)
-        return ndc__fail(-errno, "opening the channel for its liveness lock: %s", strerror(errno));
-    pthread_mutex_lock(&registry_lock);
+    if (fd < 0) {
+        int e = errno;
+        pthread_mutex_unlock(&registry_lock);
+        return ndc__fail(-e, "opening the channel for its liveness lock: %s", strerror(e));
+    }
     l->fd = fd;
     l->next = registry.next;
     l->prev = &registry;

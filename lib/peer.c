@@ -71,8 +71,16 @@ void ndc__peer_unlock(ndc_chan *ch)
     atomic_fetch_sub_explicit(&ch->in_lock, 1, memory_order_release);
 }
 
-/* Under the lock: return an entry's slots, count its departure, clear it. */
-static void retire(ndc_chan *ch, uint32_t i)
+/* Under the lock: return an entry's slots, count its departure, clear it.
+ * `keep`: leave its state as it is rather than UNUSED, for the entry whose
+ * index the lock word names (our own in ndc_free, the one a joiner claims):
+ * killed before the unlock, we would leave a word naming an UNUSED entry,
+ * which the next joiner takes without the lock; the word would then name a
+ * live process that does not hold it, and everyone would wait for it. Not
+ * UNUSED, the entry is taken only through a claim under the lock, which
+ * takes the dead holder's word over. A second retirement of it (a sweep)
+ * finds nothing to give back or count. */
+static void retire(ndc_chan *ch, uint32_t i, int keep)
 {
     struct ndc__ctrl *c = ch->ctrl;
     struct ndc__peer *p = &ch->peers[i];
@@ -93,7 +101,8 @@ static void retire(ndc_chan *ch, uint32_t i)
     }
     atomic_store_explicit(&p->flags, 0, memory_order_relaxed);
     /* release: a joiner's CAS from UNUSED sees the entry cleared */
-    atomic_store_explicit(&p->state, NDC__PEER_UNUSED, memory_order_release);
+    if (!keep)
+        atomic_store_explicit(&p->state, NDC__PEER_UNUSED, memory_order_release);
 }
 
 /* After retiring peers under the lock: let go of it, wake one sender per
@@ -147,7 +156,7 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
     uint32_t before = free_count(ch);
     for (uint32_t i = 0; i < hw; i++)
         if (departed(ch, i))
-            retire(ch, i);
+            retire(ch, i, 0);
     return (int)unlock_and_wake(ch, before);
 }
 
@@ -170,7 +179,7 @@ static int claim(ndc_chan *ch, uint32_t i, struct ndc__deadline *dl)
             return r;
         before = free_count(ch);
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_UNUSED)
-            retire(ch, i);
+            retire(ch, i, 1);   /* LIVE (ours) below, never UNUSED under our word */
     }
     p->pid = ch->pid;
     atomic_store_explicit(&p->flags, (ch->open_flags & NDC_RDONLY) ? NDC__PEER_RDONLY : 0,
@@ -226,13 +235,13 @@ void ndc__peer_leave(ndc_chan *ch)
         return;   /* someone else's sweep will finish it */
     }
     uint32_t before = free_count(ch);
-    retire(ch, ch->me);
+    retire(ch, ch->me, 1);   /* stays GONE: the next sweep or claim clears it */
     /* While the lock is ours anyway, retire the dead too: otherwise what
      * they held comes back only when some survivor next has to wait. */
     uint32_t hw = peers_hw(ch);
     for (uint32_t i = 0; i < hw; i++)
         if (departed(ch, i))
-            retire(ch, i);
+            retire(ch, i, 0);
     unlock_and_wake(ch, before);
 }
 
