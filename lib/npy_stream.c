@@ -38,6 +38,7 @@
 #include "error.h"
 #include "io.h"
 #include "npy.h"
+#include "wait.h"
 
 #define CHUNK       (8u << 20)     /* bytes per request */
 #define JOB_REQS    4              /* requests in flight per file */
@@ -482,6 +483,9 @@ out:
 
 int ndc_npy_read(ndc_chan *ch, const char *path, uint64_t tag, int64_t timeout_ns)
 {
+    int err = ndc__timeout_check(timeout_ns);
+    if (err)
+        return err;
     if (!path)
         return ndc__fail(-EINVAL, "npy: NULL path");
     int r = load_files(ch, &path, 1, &tag, timeout_ns, NULL);
