@@ -36,7 +36,7 @@ awk '
     /^\/\* ----/ { block = ""; next }   # a new section of the header
     { block = block " " $0 }
 ' "$header" >"$tmp"
-for sym in $(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDRB]$/ { print $3 }' | sort -u); do
+for sym in $(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDRB]$/ { sub(/@.*/, "", $3); print $3 }' | sort -u); do
     n=$((n + 1))
     page=$(page_of "$sym") || { echo "FAIL: $sym has no man page"; fails=$((fails + 1)); continue; }
     sed -n '/^\.SH NAME/,/^\.SH/p' "$page" | grep -qw "$sym" ||
