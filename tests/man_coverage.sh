@@ -8,7 +8,7 @@ set -u
 lib=$1 header=$2 src=$3 bld=$4
 fails=0 n=0
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.pages"' EXIT
 page_of() {   # the page a name resolves to, following one .so alias
     f=""
     [ -f "$src/$1.3" ] && f="$src/$1.3"
@@ -46,6 +46,10 @@ for sym in $(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDRB]$/ { sub(/@.*/, "",
         grep -qw "$e" "$page" ||
             { echo "FAIL: $sym: the header lists -$e, $(basename "$page") does not"; fails=$((fails + 1)); }
     done
+    echo "$page" >>"$tmp.pages"
+done
+# the sections, once per page
+for page in $(sort -u "$tmp.pages"); do
     for section in SYNOPSIS DESCRIPTION "RETURN VALUE" NOTES "SEE ALSO"; do
         grep -q "^\.SH $section" "$page" ||
             { echo "FAIL: $(basename "$page"): no $section section"; fails=$((fails + 1)); }
