@@ -388,6 +388,11 @@ int bridge_connect(const struct bridge_opts *o)
             ret = BRIDGE_PEER_DEAD;
             break;
         }
+        if (n.closed && n.dead) {
+            say("every producer of %s died: reported to the far side as a dead sender", o->chan);
+            ret = BRIDGE_PEER_DEAD;
+            break;
+        }
         if (n.closed) {
             info("end of stream carried: %llu arrays, %.1f MiB", (unsigned long long)n.arrays,
                  (double)n.bytes / 1048576);
@@ -401,11 +406,7 @@ int bridge_connect(const struct bridge_opts *o)
                 bu_send(&n.u, n.ep, n.fbuf, BW_CTL_SIZE, bw_tag(BW_NCTL, n.conn, 0), NULL, &n.rf);
                 n.fin_sent = 1;
             }
-            if (n.dead && n.rf.done && n.rf.status == UCS_OK) {
-                say("every producer of %s died: reported to the far side as a dead sender", o->chan);
-                ret = BRIDGE_PEER_DEAD;
-                break;
-            }
+
         }
         if (bu_now_ns() >= next_stat) {
             stat_line("sent", n.t0, n.arrays, n.bytes, n.tail - n.head, n.credits, n.ep != NULL);
@@ -459,7 +460,7 @@ int bridge_connect(const struct bridge_opts *o)
     }
     /* Leaving: loans still held go back to the pool with ndc_free. */
     if (n.ep)
-        bu_close(&n.u, n.ep, ret != BRIDGE_OK, 1000);
+        bu_close(&n.u, n.ep, ret == BRIDGE_ERR || ret == BRIDGE_LINK_DOWN, 1000);
     bu_cancel(&n.u, &n.rc);
     bu_fini(&n.u);
     ndc_free(n.ch);
@@ -804,6 +805,16 @@ static int far_commit_ready(struct far *f)
     return 0;
 }
 
+/* After the last word to the near side: let it hang up first (up to 2 s),
+ * so our close cannot reset the link before it has read that word. */
+static void far_linger(struct far *f)
+{
+    int64_t end = bu_now_ns() + 2000 * MS;
+    while (f->ep && !f->link_err && bu_now_ns() < end)
+        if (!bu_progress(&f->u))
+            bu_wait(&f->u, 5);
+}
+
 static void far_give_back(struct far *f)
 {
     while (f->npool)
@@ -817,15 +828,25 @@ int bridge_listen(const struct bridge_opts *o)
     f.o = o;
     quiet = o->quiet;
     char err[256];
+    /* a restarted bridge takes its port back from the TIME_WAIT connections
+     * of the one before (unless the user says otherwise) */
+    setenv("UCX_CM_REUSEADDR", "y", 0);
     if (bu_init(&f.u, err, sizeof err)) {
         say("%s", err);
         return BRIDGE_ERR;
     }
     uint16_t port;
-    if (bu_listen(&f.u, o->host, o->port, &port, far_on_conn, &f, err, sizeof err)) {
-        say("%s", err);
-        bu_fini(&f.u);
-        return BRIDGE_ERR;
+    /* a restarted bridge may find its port still held a moment by the
+     * connections of the one before: keep trying up to --link-timeout */
+    int64_t give_up = bu_now_ns() + (int64_t)(o->link_timeout * 1e9);
+    while (bu_listen(&f.u, o->host, o->port, &port, far_on_conn, &f, err, sizeof err)) {
+        if (bu_now_ns() > give_up) {
+            say("%s", err);
+            bu_fini(&f.u);
+            return BRIDGE_ERR;
+        }
+        struct timespec ts = { 0, RETRY_MS * MS };
+        nanosleep(&ts, NULL);
     }
     info("listening on %s:%u for channel %s", o->host && *o->host ? o->host : "*", port, o->chan);
     bu_recv(&f.u, f.hello, sizeof f.hello, bw_tag(BW_HELLO, 0, 0), BW_MASK_KIND, NULL, &f.rhello);
@@ -867,6 +888,8 @@ int bridge_listen(const struct bridge_opts *o)
                 if (r == BRIDGE_PEER_DEAD) {
                     struct bw_ctl c = { .type = BW_DEAD };
                     far_send_ctl(&f, f.ep, &c);
+                    far_linger(&f);
+                    bs_remove(f.st);
                     say("the consumers of %s are gone: told the near side, which detaches as a dead receiver",
                         o->chan);
                 }
@@ -897,11 +920,12 @@ int bridge_listen(const struct bridge_opts *o)
         if (f.fin && f.phead == f.ptail && (!f.fin_have || (f.have_last && f.last >= f.fin_seq))) {
             far_give_back(&f);
             bs_remove(f.st);
-            if (f.fin == BW_CLOSE) {
+            if (f.fin == BW_CLOSE)
                 ndc_close(f.ch);
-                struct bw_ctl c = { .type = BW_CLOSED };
-                far_send_ctl(&f, f.ep, &c);
-                bu_wait_req(&f.u, &f.creqs[(f.ci - 1) % NCTL_RING], 2000);
+            struct bw_ctl c = { .type = BW_CLOSED };   /* to CLOSE and to DEAD alike */
+            far_send_ctl(&f, f.ep, &c);
+            far_linger(&f);
+            if (f.fin == BW_CLOSE) {
                 info("end of stream: %llu arrays, %.1f MiB; %s closed", (unsigned long long)f.arrays,
                      (double)f.bytes / 1048576, o->chan);
                 ret = BRIDGE_OK;
@@ -931,7 +955,7 @@ int bridge_listen(const struct bridge_opts *o)
             if (r) {
                 struct bw_ctl c = { .type = BW_DEAD };
                 far_send_ctl(&f, f.ep, &c);
-                bu_wait_req(&f.u, &f.creqs[(f.ci - 1) % NCTL_RING], 2000);
+                far_linger(&f);
                 say("the consumers of %s are gone (%s): told the near side, which detaches as a dead "
                     "receiver", o->chan, ndc_strerror(r));
                 bs_remove(f.st);
@@ -955,7 +979,7 @@ int bridge_listen(const struct bridge_opts *o)
     if (f.cand)
         bu_close(&f.u, f.cand, 1, 500);
     if (f.ep)
-        bu_close(&f.u, f.ep, ret != BRIDGE_OK, 1000);
+        bu_close(&f.u, f.ep, ret == BRIDGE_ERR || ret == BRIDGE_LINK_DOWN, 1000);
     bu_cancel(&f.u, &f.rh);
     bu_cancel(&f.u, &f.rn);
     bu_cancel(&f.u, &f.rhello);

@@ -14,7 +14,10 @@
  * DATA (the payload, straight from the near slot into a far slot); the far
  * side answers with CTL ACK (committed up to seq, plus credits). The near
  * side ends with NCTL CLOSE (end of stream) or NCTL DEAD (every producer
- * died); the far side says CTL CLOSED, or CTL DEAD when its consumers died.
+ * died), which the far side answers with CTL CLOSED once it has acted on it;
+ * the far side says CTL DEAD when its consumers died. Whoever spoke last
+ * waits for the other to hang up, so the last word is never lost to a
+ * reset connection.
  *
  * Integers are little-endian at fixed offsets; every decoder checks the
  * length, the magic and the version before it reads anything else, and
