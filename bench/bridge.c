@@ -57,13 +57,16 @@ static void on_err(void *arg, ucp_ep_h ep, ucs_status_t s) { (void)arg; (void)ep
 
 /* Child: listen, accept one peer, then per repetition receive `n` messages
  * of `bytes` and answer with 8 bytes; for the ping-pong, echo RT_ITERS. */
-static int raw_server(int port, uint64_t bytes, uint64_t n)
+static int raw_server(int port, uint64_t bytes, uint64_t n, int ready_fd)
 {
     struct bu u;
     char err[256];
     uint16_t bound;
     if (bu_init(&u, err, sizeof err) || bu_listen(&u, "127.0.0.1", (uint16_t)port, &bound, on_conn, NULL, err, sizeof err))
         return 1;
+    if (write(ready_fd, "", 1) != 1)   /* listening: the client may connect */
+        return 1;
+    close(ready_fd);
     while (!pending)
         if (!bu_progress(&u))
             bu_wait(&u, 10);
@@ -104,15 +107,21 @@ static int raw_ucx(uint64_t bytes, double *out)
 {
     int port = free_port();
     uint64_t n = bytes ? count_for(bytes) : 0;
+    int pfd[2];
+    char c;
+    if (pipe(pfd))
+        return -1;
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0)
-        _exit(raw_server(port, bytes, n));
+        _exit(raw_server(port, bytes, n, pfd[1]));
+    close(pfd[1]);
     struct bu u;
     char err[256];
     ucp_ep_h ep = NULL;
-    usleep(300000);
-    if (bu_init(&u, err, sizeof err) || bu_connect(&u, "127.0.0.1", (uint16_t)port, &ep, on_err, NULL, err, sizeof err)) {
+    int ready = read(pfd[0], &c, 1) == 1;
+    close(pfd[0]);
+    if (!ready || bu_init(&u, err, sizeof err) || bu_connect(&u, "127.0.0.1", (uint16_t)port, &ep, on_err, NULL, err, sizeof err)) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         return -1;
@@ -317,7 +326,10 @@ int bench_bridge(void)
     double raw_rt = 0, br_rt = 0;
     int ok = 1;
     for (int k = 0; k < REPS && ok; k++) {
-        ok = raw_ucx(0, &rr[k]) == 0 && bridged(0, &br[k]) == 0;
+        if (raw_ucx(0, &rr[k]))
+            ok = 0, printf("8 B round trip: raw UCX failed\n");
+        else if (bridged(0, &br[k]))
+            ok = 0, printf("8 B round trip: bridge failed\n");
     }
     if (ok) {
         raw_rt = median3(rr);
@@ -325,7 +337,6 @@ int bench_bridge(void)
         printf("%-28s %10.1f %10.1f %+9.1f %8s\n", "8 B round trip p50, us", raw_rt, br_rt, br_rt - raw_rt,
                br_rt <= raw_rt + 10 ? "PASS" : "MISS");
     } else {
-        printf("8 B round trip: failed\n");
         fails++;
     }
     printf("targets: throughput >= 80%% of raw UCX at 16 and 256 MiB; round trip <= raw UCX + 10 us\n"
