@@ -259,8 +259,6 @@ static int bridged(uint64_t bytes, double *out)
         }
     } else {
         double *lat = malloc(sizeof(double) * RT_ITERS);
-        ndc_chan *ping = pid > 0 ? NULL : NULL;
-        (void)ping;
         /* ping on a's near channel, pong back on b's far one */
         ndc_chan *bfar = bf;
         for (uint64_t i = 0; i < n && !rc; i++) {

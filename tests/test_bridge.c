@@ -403,8 +403,6 @@ Test(bridge, dead_producer_is_a_dead_sender_on_the_far_side, .timeout = 90)
     struct bridge l = start_bridge("tcp", "listen", port, far, NULL, NULL);
     pid_t prod = th_fork(produce, &p);
     struct bridge c = start_bridge("tcp", "connect", port, p.name, NULL, NULL);
-    struct killer k = { NULL, 0, 0, NULL, NULL, NULL, 0 };
-    (void)k;
     ndc_chan *ch;
     th_ok(ndc_open_wait(&ch, far, NDC_RDONLY, 30 * SEC));
     struct ndc_array a;

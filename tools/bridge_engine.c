@@ -250,11 +250,11 @@ static int near_try_connect(struct near *n)
         }
     }
     bu_recv(&n->u, n->cbuf, sizeof n->cbuf, bw_tag(BW_CTL, n->conn, 0), BW_MASK_CONN, NULL, &n->rc);
-    char tl[256];
-    info("connected to %s:%u over %s; far channel %u x %llu B%s%s", n->o->host, n->o->port,
-         bu_transports(n->ep, tl, sizeof tl), a.far_slots, (unsigned long long)a.far_slot_bytes,
-         a.have_last ? ", resuming after seq " : "",
-         a.have_last ? (snprintf(why, sizeof why, "%llu", (unsigned long long)a.last_seq), why) : "");
+    char tl[256], resume[64] = "";
+    if (a.have_last)
+        snprintf(resume, sizeof resume, ", resuming after seq %llu", (unsigned long long)a.last_seq);
+    info("connected to %s:%u over %s; far channel %u x %llu B%s", n->o->host, n->o->port,
+         bu_transports(n->ep, tl, sizeof tl), a.far_slots, (unsigned long long)a.far_slot_bytes, resume);
     n->down_since = 0;
     n->up = 1;
     return 0;
@@ -696,10 +696,8 @@ static int far_handshake(struct far *f)
         far_drop(f);
     }
     uint64_t last = 0;
-    int had_last = f->have_last;
     f->have_last = bs_last(f->st, f->ch, h.chan, &last);
     f->last = f->have_last ? last : 0;
-    (void)had_last;
     r = far_top_up(f, 0);
     if (r == -EOWNERDEAD || r == -EPIPE) {
         snprintf(why, sizeof why, "far channel %s: %s", f->o->chan, ndc_strerror(r));

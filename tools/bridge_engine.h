@@ -14,7 +14,6 @@ struct bridge_opts {
     double      open_timeout;/* connect: seconds to wait for the local channel (< 0 forever) */
     double      stat_every;  /* seconds between progress lines; 0 = none */
     int         subscribe;   /* connect: attach as a subscriber of a broadcast channel */
-    int         once;        /* listen: serve one stream, then exit (the default) */
     int         quiet;
 };
 
