@@ -417,8 +417,8 @@ Test(bridge, dead_producer_is_a_dead_sender_on_the_far_side, .timeout = 90)
         ndc_release(ch, &a);
     cr_expect_eq(r, -EOWNERDEAD, "far receiver got %s, want -EOWNERDEAD", ndc_strerror(r));
     ndc_free(ch);
-    expect_exit(&c, 3, 30000);
-    expect_exit(&l, 3, 30000);
+    expect_exit(&c, 4, 30000);
+    expect_exit(&l, 4, 30000);
     cleanup(p.name);
 }
 
@@ -464,8 +464,8 @@ Test(bridge, dead_consumer_is_a_dead_receiver_on_the_near_side, .timeout = 90)
     }
     cr_expect_eq(r, -EOWNERDEAD, "the near producer got %s, want -EOWNERDEAD", ndc_strerror(r));
     ndc_free(ch);
-    expect_exit(&l, 3, 30000);
-    expect_exit(&c, 3, 30000);
+    expect_exit(&l, 4, 30000);
+    expect_exit(&c, 4, 30000);
     cleanup(p.name);
 }
 
@@ -492,7 +492,7 @@ static void link_down(int kill_far)
     kill(dead->pid, SIGKILL);
     th_wait(dead->pid, 5000);
     int64_t t0 = th_now_ns();
-    expect_exit(alive, 4, 30000);
+    expect_exit(alive, 5, 30000);
     double waited = (double)(th_now_ns() - t0) / 1e9;
     cr_expect(waited > 4, "reported after %.1f s, before the 5 s link timeout", waited);
     if (kill_far)

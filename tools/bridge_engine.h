@@ -17,13 +17,13 @@ struct bridge_opts {
     int         quiet;
 };
 
-/* Exit statuses of both sides. */
+/* Exit statuses of both sides (2 is a usage error, as for every tool). */
 enum {
     BRIDGE_OK = 0,           /* end of stream carried through */
-    BRIDGE_ERR = 1,          /* setup failed (options, channel, UCX) */
-    BRIDGE_REFUSED = 2,      /* the peer was refused, or refused us */
-    BRIDGE_PEER_DEAD = 3,    /* producers (near) or consumers (far) died: reported */
-    BRIDGE_LINK_DOWN = 4,    /* the link stayed down past --link-timeout: reported */
+    BRIDGE_ERR = 1,          /* a failure: the channel, UCX */
+    BRIDGE_REFUSED = 3,      /* the peer was refused, or refused us */
+    BRIDGE_PEER_DEAD = 4,    /* producers (near) or consumers (far) died: reported */
+    BRIDGE_LINK_DOWN = 5,    /* the link stayed down past --link-timeout: reported */
 };
 
 int bridge_connect(const struct bridge_opts *o);   /* the sending (near) side */

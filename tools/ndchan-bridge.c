@@ -18,10 +18,9 @@
 
 #include "ndchan.h"
 #include "bridge_engine.h"
+#include "cli.h"
 
-static void usage(FILE *f)
-{
-    fputs(
+static const char help[] =
 "usage: ndchan-bridge listen [ADDR:]PORT CHAN [options]\n"
 "       ndchan-bridge connect HOST:PORT CHAN [options]\n"
 "\n"
@@ -46,9 +45,9 @@ static void usage(FILE *f)
 "  -q, --quiet        only errors on stderr\n"
 "  -h, --help         this text\n"
 "\n"
-"exit status: 0 end of stream carried through; 1 setup error; 2 refused (protocol or\n"
-"geometry); 3 the producers (connect side) or consumers (listen side) died and this was\n"
-"reported; 4 the link stayed down past --link-timeout.\n"
+"exit status: 0 end of stream carried through; 1 a failure (channel, UCX); 2 a usage\n"
+"error; 3 refused (protocol or geometry); 4 the producers (connect side) or consumers\n"
+"(listen side) died and this was reported; 5 the link stayed down past --link-timeout.\n"
 "\n"
 "examples:\n"
 "  # on host B, feed channel \"frames\" from whoever connects to port 13337:\n"
@@ -57,20 +56,22 @@ static void usage(FILE *f)
 "  ndchan-bridge connect hostB:13337 frames\n"
 "  # the same over TCP only, listening on one interface:\n"
 "  ndchan-bridge listen 10.0.0.2:13337 frames --tls tcp\n"
-"  UCX_TLS=tcp ndchan-bridge connect 10.0.0.2:13337 frames\n", f);
-}
+"  UCX_TLS=tcp ndchan-bridge connect 10.0.0.2:13337 frames\n";
 
-static uint64_t parse_size(const char *s)
+/* "4096", "64K", "16M", "1G": a positive size, or a usage error. */
+static uint64_t parse_size(const char *opt, const char *s)
 {
     char *end;
     double v = strtod(s, &end);
     switch (*end) {
-    case 'k': case 'K': v *= 1024; break;
-    case 'm': case 'M': v *= 1024 * 1024; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; break;
+    case 'k': case 'K': v *= 1024; end++; break;
+    case 'm': case 'M': v *= 1024 * 1024; end++; break;
+    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
     default: break;
     }
-    return v > 0 ? (uint64_t)v : 0;
+    if (end == s || *end || !(v >= 1) || v > (double)NDC_MAX_SLOT_BYTES)
+        cli_usage("%s: a size such as 4096, 64K or 16M, not \"%s\"", opt, s);
+    return (uint64_t)v;
 }
 
 /* "HOST:PORT", "[v6]:PORT", or just "PORT" when a host is optional. */
@@ -107,43 +108,31 @@ int main(int argc, char **argv)
         { "subscribe", 0, 0, O_SUB }, { "stat", 1, 0, O_STAT }, { "quiet", 0, 0, 'q' },
         { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
     struct bridge_opts o = { .link_timeout = 30, .open_timeout = -1 };
+    cli_init("ndchan-bridge", help);
     int c;
     /* GNU getopt permutes: options may come before or after the operands */
-    while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "qh", lo)) != -1) {
         switch (c) {
-        case O_SLOTS: o.slots = (uint32_t)strtoul(optarg, NULL, 0); break;
-        case O_SLOTB: o.slot_bytes = parse_size(optarg); break;
-        case O_WINDOW: o.window = (uint32_t)strtoul(optarg, NULL, 0); break;
+        case O_SLOTS: o.slots = (uint32_t)cli_int("--slots", optarg, 1, NDC_MAX_SLOTS); break;
+        case O_SLOTB: o.slot_bytes = parse_size("--slot-bytes", optarg); break;
+        case O_WINDOW: o.window = (uint32_t)cli_int("--window", optarg, 1, NDC_MAX_SLOTS); break;
         case O_TLS: setenv("UCX_TLS", optarg, 1); break;
-        case O_LINK: o.link_timeout = strtod(optarg, NULL); break;
-        case O_WAIT: o.open_timeout = strtod(optarg, NULL); break;
+        case O_LINK: o.link_timeout = cli_double("--link-timeout", optarg, 0.001, 1e9); break;
+        case O_WAIT: o.open_timeout = cli_double("--wait", optarg, 0, 1e9); break;
         case O_SUB: o.subscribe = 1; break;
-        case O_STAT: o.stat_every = strtod(optarg, NULL); break;
+        case O_STAT: o.stat_every = cli_double("--stat", optarg, 0.01, 1e9); break;
         case 'q': o.quiet = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return BRIDGE_ERR;
         }
     }
-    if (argc - optind != 3) {
-        usage(stderr);
-        return BRIDGE_ERR;
-    }
+    cli_positional(argc, argv, 3, 3);
     const char *verb = argv[optind];
     int listen = !strcmp(verb, "listen");
-    if (!listen && strcmp(verb, "connect")) {
-        fprintf(stderr, "ndchan-bridge: the first operand is listen or connect, not \"%s\"\n", verb);
-        return BRIDGE_ERR;
-    }
-    if (parse_endpoint(argv[optind + 1], &o.host, &o.port, !listen)) {
-        fprintf(stderr, "ndchan-bridge: %s wants %s, not \"%s\"\n", verb,
-                listen ? "[ADDR:]PORT" : "HOST:PORT", argv[optind + 1]);
-        return BRIDGE_ERR;
-    }
+    if (!listen && strcmp(verb, "connect"))
+        cli_usage("the first operand is listen or connect, not \"%s\"", verb);
+    char *ep = strdup(argv[optind + 1]);   /* parsed in place; the original stays for messages */
+    if (parse_endpoint(ep, &o.host, &o.port, !listen))
+        cli_usage("%s wants %s, not \"%s\"", verb, listen ? "[ADDR:]PORT" : "HOST:PORT", argv[optind + 1]);
     o.chan = argv[optind + 2];
-    if (o.link_timeout <= 0) {
-        fprintf(stderr, "ndchan-bridge: --link-timeout wants a positive number of seconds\n");
-        return BRIDGE_ERR;
-    }
     signal(SIGPIPE, SIG_IGN);
     return listen ? bridge_listen(&o) : bridge_connect(&o);
 }
