@@ -4,7 +4,7 @@
  * -EMSGSIZE and keeps the array for the next call.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* memfd_create, F_GET_SEALS; meson passes it too */
+#define _GNU_SOURCE
 #endif
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>

@@ -3,7 +3,7 @@
  * faults the segment in, and NDC_HUGEPAGES works or fails clearly.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* memfd_create, F_GET_SEALS; meson passes it too */
+#define _GNU_SOURCE
 #endif
 #include <criterion/criterion.h>
 #include <errno.h>

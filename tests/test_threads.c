@@ -4,7 +4,7 @@
  * arrays; two threads releasing one loan at once: exactly one succeeds.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* memfd_create, F_GET_SEALS; meson passes it too */
+#define _GNU_SOURCE
 #endif
 #include <criterion/criterion.h>
 #include <errno.h>

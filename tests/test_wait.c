@@ -8,7 +8,7 @@
  *            stream, and reports dead receivers.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* memfd_create, F_GET_SEALS; meson passes it too */
+#define _GNU_SOURCE
 #endif
 #include <criterion/criterion.h>
 #include <errno.h>
