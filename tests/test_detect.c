@@ -264,6 +264,8 @@ Test(detect, sender_eownerdead_after_receiver_killed, .timeout = TMO(90))
     report_times("SIGKILLed receiver -> sender blocked on a full channel gets -EOWNERDEAD", lat, DETECT_TRIES);
 }
 
+/* ---- without /proc -------------------------------------------------------- */
+
 /* Without a readable /proc (chroots, sandboxes), ENOENT for every pid made
  * every peer and lock holder look dead. In a private mount namespace with an
  * empty /proc, a live sender must still be a live sender. */

@@ -18,6 +18,8 @@
 #include "helpers.h"
 #include "chan_helpers.h"
 
+/* ---- the zero-copy path --------------------------------------------------- */
+
 Test(loan, reserve_commit_acquire_release, .timeout = 10)
 {
     ndc_chan *ch = th_chan(3, 1 << 16);
@@ -465,6 +467,8 @@ Test(loan, invalid_headers_rejected, .timeout = 10)
     cr_assert_eq(st.sent, 0);
     ndc_free(ch);
 }
+
+/* ---- ndc_cancel ----------------------------------------------------------- */
 
 Test(loan, cancel_returns_the_slot_unpublished, .timeout = 10)
 {

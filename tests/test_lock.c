@@ -498,6 +498,8 @@ Test(lock, live_holder_never_lets_go, .timeout = 60)
     cr_assert_lt(th_now_ns() - t0, 50 * MS);
 }
 
+/* ---- the ready ring ------------------------------------------------------- */
+
 /* The ring head is kept below nslots by hand: with 3 slots (not a power of
  * two) a free-running head taken mod 3 jumped when it wrapped at 2^32 and
  * delivered arrays out of order. Start at the last position and go round

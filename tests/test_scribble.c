@@ -259,6 +259,8 @@ Test(scribble, peer_table, .timeout = TMO(120)) { scribble_rounds(SR_PEERS, ROUN
 Test(scribble, slot_table, .timeout = TMO(120)) { scribble_rounds(SR_SLOTS, ROUNDS(60)); }
 Test(scribble, everything, .timeout = TMO(120)) { scribble_rounds(SR_ALL, ROUNDS(60)); }
 
+/* ---- scribbled before attaching ------------------------------------------- */
+
 /* Attaching to a segment whose magic or geometry was scribbled. */
 static int open_copy(const unsigned char *img, size_t len, size_t file_len, ndc_chan **out)
 {

@@ -165,6 +165,8 @@ Test(threads, mpmc_exactly_once, .timeout = 30)
     ndc_free(ch);
 }
 
+/* ---- two threads on one loan, one receive --------------------------------- */
+
 struct race { ndc_chan *ch; pthread_barrier_t *go; struct ndc_array a; int r; };
 
 static void *recv_small(void *p)
