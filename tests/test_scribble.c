@@ -127,16 +127,20 @@ struct sarg { ndc_chan *ch; struct seg *s; int region; uint64_t seed; int64_t *w
     } while (0)
 
 /* An acquired array must lie in the payload and be readable to its end. */
-static int sane_loan(const struct seg *s, const struct ndc_array *a)
+/* An acquired array must lie within one slot of the handle's own mapping
+ * and be readable to its end. */
+static int sane_loan(const ndc_chan *ch, const struct ndc_array *a)
 {
-    const unsigned char *lo = s->base + s->g.payload_off, *hi = s->base + s->g.total_size;
-    (void)lo; (void)hi;
+    const unsigned char *lo = ch->payload, *d = a->data;
+    uint64_t stride = ch->seg.g.slot_stride;
     size_t n = ndc_array_nbytes(a);
-    if (a->ndim < 0 || a->ndim > NDC_MAX_DIMS || n == SIZE_MAX || n > s->g.slot_bytes)
+    if (a->ndim < 0 || a->ndim > NDC_MAX_DIMS || n == SIZE_MAX || n > ch->seg.g.slot_bytes)
+        return 0;
+    if (d < lo || (uint64_t)(d - lo) % stride || (uint64_t)(d - lo) / stride >= ch->seg.g.nslots)
         return 0;
     volatile unsigned char sum = 0;
     for (size_t i = 0; i < n; i++)
-        sum ^= ((const unsigned char *)a->data)[i];
+        sum ^= d[i];
     (void)sum;
     return 1;
 }
@@ -180,7 +184,7 @@ static int scribble_child(void *p)
     }
     SCALL(r, ndc_acquire(ch, &a, SC_TMO), SC_TMO + SC_SLACK);
     if (r == 0) {
-        CK(sane_loan(g->s, &a), 112, "acquired an array outside its slot");
+        CK(sane_loan(ch, &a), 112, "acquired an array outside its slot");
         SCALL(r, ndc_release(ch, &a), SC_SLACK);
     }
     tag_array(79, sizeof buf, &a, buf);
@@ -189,7 +193,7 @@ static int scribble_child(void *p)
     SCALL(r, ndc_recv(ch, &a, sizeof buf, SC_TMO), SC_TMO + SC_SLACK);
     SCALL(r, ndc_acquire(ch, &a, 0), SC_SLACK);
     if (r == 0) {
-        CK(sane_loan(g->s, &a), 113, "acquired an array outside its slot");
+        CK(sane_loan(ch, &a), 113, "acquired an array outside its slot");
         SCALL(r, ndc_release(ch, &a), SC_SLACK);
     }
     struct ndc_stat st;
