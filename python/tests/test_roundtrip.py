@@ -37,7 +37,7 @@ def strided_arrays(draw):
     return view
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(strided_arrays(), st.integers(0, 2**64 - 1))
 def test_send_recv_roundtrip(a, tag):
     ch = chan()
@@ -52,7 +52,7 @@ def test_send_recv_roundtrip(a, tag):
     np.testing.assert_array_equal(out, a)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(strided_arrays())
 def test_loan_roundtrip(a):
     ch = chan()
