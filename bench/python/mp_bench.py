@@ -199,7 +199,10 @@ class NdchanLoanLink:
     name = "py-ndchan-loan"
 
     def __init__(self, n, slots):
-        self.ch = ndchan.Channel.create(slots=slots, slot_bytes=max(n, 8))
+        # two slots at least: the worker's last view of an array (its local
+        # variable) lives until its step returns, which is when the slot goes
+        # back, so one slot would make every hand-off wait on that return
+        self.ch = ndchan.Channel.create(slots=max(slots, 2), slot_bytes=max(n, 8))
         self.shape = (n // 8,)
 
     def open(self, tx):
