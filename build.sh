@@ -3,6 +3,8 @@
 #   ./build.sh bench [ndchan-bench args]   install what is missing, build, run the comparison
 #   ./build.sh test                        install what is missing, build, run the test suite
 #   ./build.sh sanitize                    the test suite again under ASan + UBSan (build-asan/)
+#   ./build.sh minimal                     the suite built without the optional libraries (build-min/)
+#   ./build.sh clang                       the suite built by clang with -Werror (build-clang/)
 #   ./build.sh deps                        only install the Debian packages
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -55,8 +57,18 @@ sanitize)
     ASAN_OPTIONS=handle_segv=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         meson test -C build-asan --no-suite soak --print-errorlogs --timeout-multiplier 3 "$@"
     ;;
+minimal)
+    deps
+    build build-min -Dhwloc=disabled -Dliburing=disabled -Dzmq=disabled -Ducx=disabled -Dpython=disabled
+    meson test -C build-min --no-suite soak --print-errorlogs "$@"
+    ;;
+clang)
+    deps
+    CC=clang build build-clang -Dwerror=true
+    meson test -C build-clang --no-suite soak --print-errorlogs "$@"
+    ;;
 *)
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -13,7 +13,6 @@
 #include "bench.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <sched.h>
 #include <signal.h>
@@ -27,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ndchan.h"
 
 #ifndef BENCH_SRCDIR
@@ -56,9 +56,7 @@ static const uint64_t full_lat[] = { 8, 4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB, 64
 /* The hand-off target compares 256 MiB with 8 B, so ndchan-loan always runs it. */
 #define HANDOFF_BIG (256 * MiB)
 
-static void usage(FILE *f)
-{
-    fprintf(f,
+static const char help[] =
 "usage: ndchan-bench [options]\n"
 "Moves float64 arrays between two pinned processes through ndchan and through\n"
 "pipes, a unix socket, ZeroMQ and Python's multiprocessing, beside the machine's\n"
@@ -84,19 +82,24 @@ static void usage(FILE *f)
 "  --python-script F  mp_bench.py to run;  --plot-script F  plot.gp to run\n"
 "  --no-plot          skip gnuplot\n"
 "  --timeout SEC      kill a measurement that takes longer (default 120, full 600)\n"
-"  --list             list the transports and exit\n");
-}
+"  --list             list the transports and exit\n"
+"Exit status: 0 after a run (the targets PASS or MISS in the report), 1 on a failure,\n"
+"2 on a usage error.\n";
 
+/* "4K", "1M", "1.5G", "4096": a size, or a usage error. */
 static uint64_t parse_size(const char *s)
 {
     char *end;
+    errno = 0;
     double v = strtod(s, &end);
     switch (*end) {
-    case 'k': case 'K': v *= KiB; break;
-    case 'm': case 'M': v *= MiB; break;
-    case 'g': case 'G': v *= GiB; break;
+    case 'k': case 'K': v *= KiB; end++; break;
+    case 'm': case 'M': v *= MiB; end++; break;
+    case 'g': case 'G': v *= GiB; end++; break;
     default: break;
     }
+    if (end == s || *end || errno == ERANGE || !(v >= 0) || v > 64.0 * GiB)
+        cli_usage("size '%s': a number of bytes with an optional K, M or G", s);
     return (uint64_t)v;
 }
 
@@ -106,10 +109,8 @@ static int parse_sizes(const char *s, uint64_t *out, int max)
     char *dup = strdup(s), *save = NULL;
     for (char *t = strtok_r(dup, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) {
         uint64_t v = parse_size(t);
-        if (v < 8 || v % 8) {
-            fprintf(stderr, "ndchan-bench: size %s: must be a multiple of 8 bytes (float64)\n", t);
-            exit(2);
-        }
+        if (v < 8 || v % 8)
+            cli_usage("size %s: must be a multiple of 8 bytes (float64)", t);
         out[n++] = v;
     }
     free(dup);
@@ -186,20 +187,20 @@ static void parse_numa(const char *arg)
     ndc_chan *ch;
     int e = ndc_create(&ch, NULL, &probe);
     if (e) {
-        fprintf(stderr, "ndchan-bench: --numa %s: %s (%s)\n", arg, ndc_strerror(e), ndc_last_error());
+        cli_fail(e, "--numa");
         exit(2);
     }
     ndc_free(ch);
     snprintf(placement_text, sizeof placement_text, "numa %s", arg);
     return;
 bad:
-    fprintf(stderr, "ndchan-bench: --numa wants first-touch, bind:N, preferred:N, "
-                    "interleave[:N,M,...] or near-receiver, not \"%s\"\n", arg);
-    exit(2);
+    cli_usage("--numa wants first-touch, bind:N, preferred:N, interleave[:N,M,...] or "
+              "near-receiver, not \"%s\"", arg);
 }
 
 static void parse_args(int argc, char **argv)
 {
+    cli_init("ndchan-bench", help);
     enum { O_FULL = 256, O_QUICK, O_CPUS, O_REPS, O_RT, O_WARM, O_SIZES, O_LSIZES, O_ONLY, O_SLEEP,
            O_SPIN, O_NUMA, O_PARTS, O_OUT, O_NOPY, O_PY, O_PYS, O_PLS, O_NOPLOT, O_TIMEOUT, O_LIST };
     static const struct option lo[] = {
@@ -216,26 +217,30 @@ static void parse_args(int argc, char **argv)
     opt.sleep_us = 1000;
     opt.out = "bench/out";
     opt.python = "/usr/bin/python3";
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", lo)) != -1) {
         switch (c) {
         case O_FULL: opt.full = 1; break;
         case O_QUICK: opt.full = 0; break;
         case O_CPUS:
-            if (sscanf(optarg, "%d,%d", &opt.cpu[0], &opt.cpu[1]) != 2 || opt.cpu[0] < 0 || opt.cpu[1] < 0) {
-                fprintf(stderr, "ndchan-bench: --cpus wants A,B (two CPU numbers)\n");
-                exit(2);
+            {
+                char *comma = strchr(optarg, ',');
+                if (!comma)
+                    cli_usage("--cpus wants A,B (two CPU numbers)");
+                *comma = '\0';
+                opt.cpu[0] = (int)cli_int("--cpus", optarg, 0, CPU_SETSIZE - 1);
+                opt.cpu[1] = (int)cli_int("--cpus", comma + 1, 0, CPU_SETSIZE - 1);
             }
             opt.cpus_given = 1;
             break;
-        case O_REPS: reps = atoi(optarg); break;
-        case O_RT: rt = atof(optarg); break;
-        case O_WARM: opt.warmup = atoi(optarg); break;
+        case O_REPS: reps = (int)cli_int("--reps", optarg, 1, MAX_REPS); break;
+        case O_RT: rt = cli_double("--rep-time", optarg, 0.001, 3600); break;
+        case O_WARM: opt.warmup = (int)cli_int("--warmup", optarg, 0, 1000000); break;
         case O_SIZES: sizes = optarg; break;
         case O_LSIZES: lsizes = optarg; break;
         case O_ONLY: opt.only = optarg; break;
         case O_PARTS: opt.parts = optarg; break;
-        case O_SLEEP: opt.sleep_us = atoi(optarg); break;
-        case O_SPIN: opt.spin_ns = strtoll(optarg, NULL, 0); break;
+        case O_SLEEP: opt.sleep_us = (int)cli_int("--sleep-us", optarg, 0, 10000000); break;
+        case O_SPIN: opt.spin_ns = cli_int("--spin-ns", optarg, -1, 1000000000); break;
         case O_NUMA: parse_numa(optarg); break;
         case O_OUT: opt.out = optarg; break;
         case O_NOPY: opt.no_python = 1; break;
@@ -243,16 +248,11 @@ static void parse_args(int argc, char **argv)
         case O_PYS: opt.pyscript = optarg; break;
         case O_PLS: opt.plotscript = optarg; break;
         case O_NOPLOT: opt.no_plot = 1; break;
-        case O_TIMEOUT: to = atof(optarg); break;
+        case O_TIMEOUT: to = cli_double("--timeout", optarg, 1, 86400); break;
         case O_LIST: opt.list = 1; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "ndchan-bench: unexpected argument %s\n", argv[optind]);
-        exit(2);
-    }
+    cli_positional(argc, argv, 0, 0);
     opt.reps = reps > 0 ? (reps > MAX_REPS ? MAX_REPS : reps) : opt.full ? 5 : 3;
     opt.rep_time = rt > 0 ? rt : opt.full ? 0.25 : 0.1;
     opt.timeout = to > 0 ? to : opt.full ? 600 : 120;
@@ -272,10 +272,8 @@ static void parse_args(int argc, char **argv)
         default_cpus();
     long ncpu = sysconf(_SC_NPROCESSORS_CONF);
     for (int i = 0; i < 2; i++)
-        if (opt.cpu[i] >= ncpu) {
-            fprintf(stderr, "ndchan-bench: CPU %d does not exist (%ld CPUs)\n", opt.cpu[i], ncpu);
-            exit(2);
-        }
+        if (opt.cpu[i] >= ncpu)
+            cli_usage("CPU %d does not exist (%ld CPUs)", opt.cpu[i], ncpu);
     opt.pyscript = find_file(opt.pyscript, BENCH_SRCDIR "/python/mp_bench.py", BENCH_DATADIR "/mp_bench.py");
     opt.plotscript = find_file(opt.plotscript, BENCH_SRCDIR "/plot.gp", BENCH_DATADIR "/plot.gp");
     bench_spin_ns = opt.spin_ns;
@@ -826,7 +824,7 @@ static void compute_targets(void)
 
 static void print_targets(void)
 {
-    printf("\nTargets (issue 4), producer CPU %d, consumer CPU %d\n", opt.cpu[0], opt.cpu[1]);
+    printf("\nTargets, producer CPU %d, consumer CPU %d\n", opt.cpu[0], opt.cpu[1]);
     for (int i = 0; i < nT; i++)
         printf("  %-4s  %s\n        %s\n", T[i].status > 0 ? "PASS" : T[i].status == 0 ? "MISS" : "n/a",
                T[i].what, T[i].detail);

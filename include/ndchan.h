@@ -13,8 +13,39 @@
  *    details of this thread's last failure;
  *  - out parameters are left untouched on failure (one documented exception:
  *    ndc_recv's -EMSGSIZE fills in the shape so the caller can size a buffer);
- *  - timeouts are relative, in nanoseconds: NDC_FOREVER blocks, 0 tries once;
- *  - the library prints nothing, installs no signal handler, starts no thread.
+ *  - timeouts are relative, in nanoseconds: NDC_FOREVER (-1) blocks, 0 tries
+ *    once, a positive value waits at most that long (values near INT64_MAX
+ *    mean no limit: deadlines saturate); any other negative value is
+ *    -EINVAL, so a passed deadline computed as `deadline - now` never turns
+ *    into "forever";
+ *  - the library prints nothing, installs no signal handler, starts no thread
+ *    (it registers a pthread_atfork handler: see Fork below).
+ *
+ * Liveness. Every process attached to a channel holds an OFD lock
+ * (fcntl F_OFD_SETLK) on one byte of the segment file, through a file
+ * description of its own; the kernel drops it when the process dies. A
+ * peer is alive exactly while its lock is held, which holds in any pid
+ * namespace (containers sharing /dev/shm or an fd), without /proc, and
+ * whatever pids are reused. What a dead peer held comes back, and waiters
+ * on the other side get -EOWNERDEAD, within 100 ms: waiters look every
+ * 40 ms while they sleep. A process that is merely stopped (SIGSTOP, a
+ * debugger) or slow is alive: it keeps its loans, and a lock it holds is
+ * waited for, never taken from it (calls with a timeout give up at their
+ * deadline). In a sandbox without /proc an anonymous channel cannot open a
+ * description of its own; such a process then judges nobody dead (dead
+ * peers' slots stay held) but is itself judged correctly by others.
+ *
+ * Fork. A child may use a handle it inherited: at its first call it joins
+ * as a process of its own (loans and reservations stay the parent's). A
+ * child that never uses it does not keep the parent's peer "alive".
+ *
+ * Containers. Processes in different pid, mount or user namespaces may
+ * share a channel when they share the file: a named channel through a
+ * common /dev/shm (same tmpfs), or any channel through an fd passed over a
+ * unix socket (ndc_open_fd). Every peer needs read and write access to the
+ * file (opts.mode). Not supported: peers on different kernels (VMs), or
+ * /dev/shm directories that are different tmpfs instances (the name then
+ * names different files).
  *
  * Thread safety: every call on one ndc_chan may run concurrently from any
  * number of threads, except ndc_free, which must be the handle's last call.
@@ -99,7 +130,7 @@ NDC_API size_t ndc_array_nbytes(const struct ndc_array *a);
 typedef struct ndc_chan ndc_chan;
 
 struct ndc_chan_opts {
-    /* The first three fields are DESIGN.md's, in its order. */
+    /* The first three fields keep the original contract's order: {slots, slot_bytes, flags}. */
     uint32_t slots;        /* arrays in flight; 0 = default (4); at most NDC_MAX_SLOTS */
     uint64_t slot_bytes;   /* largest payload; 0 = default (64 MiB); at most NDC_MAX_SLOT_BYTES.
                               Untouched capacity costs no memory. */
@@ -121,25 +152,47 @@ struct ndc_chan_opts {
 /* Create a channel and attach to it.
  * name == NULL: an anonymous memfd, shared by fork() or by passing ndc_fd();
  * sealed against growing and shrinking. Otherwise a POSIX shm object "/name"
- * (a leading '/' is optional; no other '/'), created O_EXCL with mode 0600.
+ * in /dev/shm (a leading '/' is optional; no other '/', no control
+ * characters, at most NDC_NAME_MAX bytes with the '/'), with permission bits
+ * opts.mode (0600 by default). A named channel is built complete under no
+ * name and then linked to its name, so no process ever opens a half-built
+ * one; a failed create leaves nothing behind.
+ * Memory: the file is as large as its capacity, but untouched slots cost
+ * nothing; the control block's pages are allocated here, a slot's when a
+ * sender first needs them (see ndc_reserve).
  * o == NULL means all defaults.
  * \return 0, *ch set
- * \return -EINVAL    bad name, unknown flag bit, nonzero reserved field, or a
- *                    size above the limits
- * \return -EEXIST    a shm object of that name exists
+ * \return -EINVAL    bad name, unknown flag bit, nonzero reserved field, mode
+ *                    bits beyond 0777, or a size above the limits
+ * \return -EEXIST    a shm object of that name exists (ndc_last_error() names it)
+ * \return -ENOSPC    the shm filesystem cannot hold the control block (or,
+ *                    with NDC_POPULATE, the whole channel); ndc_last_error()
+ *                    gives its free space
  * \return -ENOMEM    NDC_HUGEPAGES and the system has no huge pages to give
- *                    (ndc_last_error() names the setting), or out of memory
+ *                    (ndc_last_error() names the setting), out of memory, or
+ *                    a memory cgroup limit (anonymous channels, NDC_POPULATE)
  * \return -ENOTSUP   a NUMA policy this build or machine cannot honour (with
  *                    NDC_HUGEPAGES: one needs shmem THP, hugetlb keeps no shared policy)
  * \return -ENODEV    a NUMA node that does not exist
- * \return other      -errno of memfd_create, shm_open, ftruncate, mmap */
+ * \return other      -errno of memfd_create, open, ftruncate, mmap, link (-EACCES:
+ *                    no write permission on /dev/shm) */
 NDC_API int ndc_create(ndc_chan **ch, const char *name, const struct ndc_chan_opts *o);
 
 /* Attach to a named channel. flags: 0 or NDC_RDONLY (receive only: the
- * payload is mapped read-only and sending is -EPERM).
- * \return -ENOENT no such channel; -EPROTO not an ndchan segment of this
- * layout version; -EBADMSG a segment whose geometry is inconsistent;
- * -EUSERS NDC_MAX_PEERS processes attached; -EINVAL bad name or flags. */
+ * payload is mapped read-only and sending is -EPERM; the file must still be
+ * readable and writable, see opts.mode). A channel being created is
+ * invisible until it is complete (-ENOENT), never half-built.
+ * \return 0, *ch set
+ * \return -EINVAL  unknown flags (checked first), a bad name, NULL ch
+ * \return -ENOENT  no such channel (yet: ndc_open_wait waits for one)
+ * \return -EACCES  the file's mode does not let this user read and write it
+ * \return -EPROTO  not an ndchan channel of this layout version (another
+ *                  program's shm object, or a channel of an older ndchan)
+ * \return -EBADMSG a channel whose geometry is inconsistent (corrupt)
+ * \return -EUSERS  NDC_MAX_PEERS processes attached
+ * \return -ETIMEDOUT a live process has held the channel's lock for over a
+ *                  second (stopped inside it) while this one had to retire a
+ *                  dead process's entry to join */
 NDC_API int ndc_open(ndc_chan **ch, const char *name, uint32_t flags);
 /* As ndc_open, on a segment fd (from ndc_fd() of another process, passed over
  * a unix socket). The fd is duplicated: the caller keeps and closes its own. */
@@ -159,10 +212,15 @@ NDC_API int ndc_close(ndc_chan *ch);
 /* Detach this process: loans and reservations it still holds are returned to
  * the pool, the mapping and fd are released. Does not close the stream (a
  * receiver waiting on a stream whose every sender detached without
- * ndc_close gets -EOWNERDEAD). Never waits on another process. NULL is a
- * no-op. */
+ * ndc_close gets -EOWNERDEAD; one whose last sender closed it, then
+ * detached or died, gets -EPIPE). Never waits on another process. NULL is
+ * a no-op. */
 NDC_API void ndc_free(ndc_chan *ch);
-/* Remove a named channel's name; attached processes keep working. */
+/* Remove a named channel's name; attached processes keep working, and the
+ * memory goes when the last of them detaches. Only an ndchan channel is
+ * removed: another program's object of that name is left in place.
+ * \return 0; -ENOENT no such name; -EPROTO not an ndchan channel; -EINVAL a
+ * bad name; -EACCES/-EPERM no permission on /dev/shm. */
 NDC_API int ndc_unlink(const char *name);
 
 /* ---- zero copy: write and read in place --------------------------------- */
@@ -170,7 +228,11 @@ NDC_API int ndc_unlink(const char *name);
 /* Wait for a free slot and lend it to the caller.
  * in:  a->dtype, a->ndim, a->shape, a->tag
  * out: a->data (the slot's payload, page aligned), a->strides (C order)
- * The array is not visible to receivers until ndc_commit.
+ * The array is not visible to receivers until ndc_commit. The pages of the
+ * array's bytes are allocated before the slot is handed out (fallocate,
+ * once per slot and size), so writing them cannot raise SIGBUS on a full
+ * shm filesystem; bytes past the reserved array (an array grown at commit)
+ * are not claimed.
  * \return 0
  * \return -EINVAL   invalid dtype/ndim/shape
  * \return -E2BIG    the array is larger than slot_bytes (checked before waiting)
@@ -179,13 +241,19 @@ NDC_API int ndc_unlink(const char *name);
  * \return -EAGAIN   timeout 0 and no slot free
  * \return -ETIMEDOUT, -EINTR (a caught signal while asleep)
  * \return -EOWNERDEAD no slot is free and every receiver is gone
+ * \return -ENOSPC   the shm filesystem has no room for the array's pages
+ *                   (ndc_last_error() names it and its free space); -ENOMEM
+ *                   likewise for a memory cgroup limit. The slot stays free.
  * \return -EBADMSG  the segment's shared state is corrupt */
 NDC_API int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
 /* Publish a reserved slot. a->data must be what ndc_reserve returned;
  * dtype, ndim, shape and tag are read again (the shape may shrink, never grow
- * past slot_bytes); strides must be C order. Never waits for a peer (only
- * for the queue lock, held for nanoseconds; at most 2 s against a corrupt
- * lock word).
+ * past slot_bytes); strides must be C order. Never waits for a peer's
+ * progress, only for the queue lock, held for nanoseconds, and for as long
+ * as its holder lives: behind a process stopped inside the lock (SIGSTOP,
+ * a debugger) it waits until that one runs again or dies. A lock word
+ * forged (scribbled) to name a live process stalls it likewise until that
+ * process next takes the lock.
  * \return 0; -EINVAL not a slot this process reserved, or a bad header;
  * -E2BIG grown past slot_bytes (the slot stays reserved);
  * -EPIPE the channel was closed (the slot is discarded). */
@@ -208,7 +276,8 @@ NDC_API int ndc_release(ndc_chan *ch, struct ndc_array *a);
 /* ---- one copy each side ------------------------------------------------- */
 
 /* Copy `a` (any strides: negative, zero, non-contiguous) into a slot, C order,
- * and commit it. Returns as ndc_reserve. */
+ * and commit it. Returns as ndc_reserve, and -EINVAL for an array of more
+ * than one element whose strides are all zero (unset: see ndc_send_flags). */
 NDC_API int ndc_send(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns);
 /* ndc_send with flags: 0 or NDC_SEND_BROADCAST. Without it, an array of more
  * than one element whose strides are all zero is -EINVAL: that is what a
@@ -222,14 +291,16 @@ NDC_API int ndc_send_flags(ndc_chan *ch, const struct ndc_array *a, int64_t time
  * \return as ndc_acquire, and -EMSGSIZE: the array is larger than capacity.
  * It is kept: the next ndc_recv or ndc_acquire on this handle returns it, and
  * a's dtype/ndim/shape/tag/seq describe it (a->data is untouched) so
- * ndc_array_nbytes(a) is the capacity needed. */
+ * ndc_array_nbytes(a) is the capacity needed. A NULL a->data with capacity 0
+ * is the way to learn the next array's size without taking it (a zero-size
+ * array is received whole). */
 NDC_API int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout_ns);
 
 /* ---- state -------------------------------------------------------------- */
 
 struct ndc_stat {
     uint32_t slots, free, ready, loaned;  /* slot states now; they add up to slots */
-    uint32_t attached;                    /* live processes attached */
+    uint32_t attached;                    /* live processes attached, the caller included */
     uint32_t receivers_waiting;           /* receivers asleep on an empty channel: idle */
     uint32_t senders_waiting;             /* senders asleep on a full channel: backpressure */
     uint32_t closed;
@@ -238,9 +309,27 @@ struct ndc_stat {
     uint64_t sent, received, bytes_sent;
     uint64_t slot_bytes;
 };
-/* A snapshot, read without locking (never waits on another process).
+/* A snapshot, read without locking (never waits on another process; asks
+ * the kernel whether each peer is alive: a syscall per attached process).
  * \return 0; -EBADMSG a slot state word is corrupt */
 NDC_API int ndc_stat(const ndc_chan *ch, struct ndc_stat *st);
+
+/* Wait until every array committed so far (before this call) has been
+ * released by its receiver (multiprocessing.JoinableQueue.join()'s
+ * counterpart): none of them is still ready or on loan. An array whose
+ * receiver died holding it counts as done (its slot came back). flags: 0,
+ * or NDC_DRAIN_CLOSED to wait, in addition, until the channel is closed
+ * and holds no array at all (every sender finished and every array was
+ * consumed). Polls the slot table every millisecond while it waits; takes
+ * no lock, changes nothing.
+ * \return 0 drained
+ * \return -EAGAIN   timeout 0 and not drained
+ * \return -ETIMEDOUT, -EINTR (a caught signal while asleep)
+ * \return -EOWNERDEAD arrays remain and every receiver is gone
+ * \return -EINVAL   NULL ch, unknown flags, a negative timeout other than
+ *                   NDC_FOREVER */
+#define NDC_DRAIN_CLOSED (1u << 0)
+NDC_API int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns);
 
 /* Text for a value returned by any call here (0 or negative errno). */
 NDC_API const char *ndc_strerror(int err);
@@ -363,6 +452,65 @@ NDC_API int ndc_npy_load(ndc_chan *ch, const char *const *paths, size_t n,
  * -errno of the first failure (open/write errors, ndc_acquire's returns such
  * as -EOWNERDEAD), once the writes in flight are done. */
 NDC_API int ndc_npy_drain(ndc_chan *ch, const char *dir, const struct ndc_npy_opts *o);
+
+/* ---- version, .npy headers, topology -------------------------------------
+ * Calls added for the tools (ndchan-load, ndchan-topo), which use nothing
+ * but this header. */
+
+#define NDC_VERSION_PATCH 0
+/* The version as one number, for compile-time checks: 0x00MMmmpp. */
+#define NDC_VERSION_NUMBER \
+    ((NDC_VERSION_MAJOR << 16) | (NDC_VERSION_MINOR << 8) | NDC_VERSION_PATCH)
+
+/* The library's version as "MAJOR.MINOR.PATCH" (the library actually loaded,
+ * which may be newer than the header a program was built with). Never NULL. */
+NDC_API const char *ndc_version(void);
+/* The same as NDC_VERSION_NUMBER computes: (major << 16) | (minor << 8) | patch. */
+NDC_API uint32_t ndc_version_number(void);
+
+/* Read and check a .npy file's header as ndc_npy_read would (the file's size
+ * included), without reading its payload or touching a channel: fills
+ * a->dtype, ndim, shape and C-order strides of the array a receiver would
+ * get (Fortran-order files: the shape np.load() gives); a->data is NULL, tag
+ * and seq 0. ndc_array_nbytes(a) is then the slot_bytes the file needs.
+ * \return 0
+ * \return -EBADMSG   not a .npy file, a malformed or lying header, or a file
+ *                    whose size is not header + payload
+ * \return -ENOTSUP   a dtype or version ndchan does not take
+ * \return -EOVERFLOW the payload size overflows
+ * \return -EINVAL    a NULL argument, or not a regular file
+ * \return -ENOENT, -EACCES, -EIO, ... : open/read errors (-errno)
+ * `a` is untouched on failure; ndc_last_error() names the file and reason. */
+NDC_API int ndc_npy_peek(const char *path, struct ndc_array *a);
+
+/* A producer/consumer CPU pair, as ndc_suggest_cpus picks it, with reasons. */
+struct ndc_cpu_pair {
+    int  producer, consumer;  /* OS CPU numbers */
+    int  node;                /* the NUMA node local to both; -1 when none is */
+    char shared[32];          /* the closest thing they share: "L2", "L3",
+                                 "package", "machine", or "core" (two hardware
+                                 threads of one core: the machine has one core) */
+};
+/* ndc_suggest_cpus on any topology, within a set of CPUs.
+ * topology: NULL = this machine; text starting with '<' = hwloc XML (as
+ * written by `lstopo file.xml`); anything else = an hwloc synthetic
+ * description ("pack:2 numa:2 core:4 pu:2").
+ * allowed: a CPU list ("0-3,8") the pair must come from; NULL = every CPU.
+ * \return 0, *out set
+ * \return -EINVAL   a topology description hwloc rejects, or a bad CPU list
+ * \return -ENODEV   fewer than two CPUs to choose from
+ * \return -ENOTSUP  built without hwloc
+ * \return -ENOMEM */
+NDC_API int ndc_topo_suggest(const char *topology, const char *allowed,
+                             struct ndc_cpu_pair *out);
+/* The NUMA policy the kernel holds for the channel's payload: *policy is an
+ * enum ndc_numa_policy (NDC_NUMA_BIND also stands for NDC_NUMA_PREFERRED,
+ * which the kernel does not tell apart here; NDC_NUMA_NEAR_RECEIVER shows as
+ * FIRST_TOUCH until the first receive binds it), *nodes bit i = node i
+ * (0 for first touch).
+ * \return 0; -EINVAL a NULL argument; -ENOTSUP built without hwloc or a
+ * kernel without NUMA; -errno of get_mempolicy. Untouched on failure. */
+NDC_API int ndc_numa_policy(const ndc_chan *ch, uint32_t *policy, uint64_t *nodes);
 
 #ifdef __cplusplus
 }

@@ -1,9 +1,31 @@
-/* Shapes, strides and the strided copy used by ndc_send. */
+/* Shapes, strides, the one payload-size check and the one strided copy
+ * (ndc_send, and the .npy codec's transposition and gather). */
 #include <errno.h>
 #include <string.h>
 
 #include "array.h"
 #include "error.h"
+
+int ndc__shape_bytes(size_t item, int ndim, const int64_t *shape, int strict, uint64_t *nbytes)
+{
+    /* Every extent must be valid, and with a zero extent the product is 0
+     * whatever follows: check them all before multiplying. */
+    int zero = 0;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return ndc__fail(-EINVAL, "negative extent %lld on axis %d", (long long)shape[i], i);
+        zero |= shape[i] == 0;
+    }
+    uint64_t n = item;
+    for (int i = 0; i < ndim && (strict || !zero); i++) {
+        if (shape[i] == 0)
+            continue;
+        if (__builtin_mul_overflow(n, (uint64_t)shape[i], &n) || n > INT64_MAX)
+            return ndc__fail(-EOVERFLOW, "array size overflows int64 at axis %d", i);
+    }
+    *nbytes = zero ? 0 : n;
+    return 0;
+}
 
 int ndc__shape_check(uint32_t dtype, int ndim, const int64_t *shape, uint64_t *nbytes)
 {
@@ -14,22 +36,7 @@ int ndc__shape_check(uint32_t dtype, int ndim, const int64_t *shape, uint64_t *n
         return ndc__fail(-EINVAL, "ndim %d outside 0..%d", ndim, NDC_MAX_DIMS);
     if (ndim > 0 && !shape)
         return ndc__fail(-EINVAL, "NULL shape with ndim %d", ndim);
-    /* A zero extent makes the product 0 whatever follows, but every extent
-     * must still be valid, and the product of the others must not overflow
-     * on the way: check all before multiplying. */
-    int zero = 0;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0)
-            return ndc__fail(-EINVAL, "negative extent %lld on axis %d", (long long)shape[i], i);
-        zero |= shape[i] == 0;
-    }
-    uint64_t n = item;
-    for (int i = 0; i < ndim && !zero; i++) {
-        if (__builtin_mul_overflow(n, (uint64_t)shape[i], &n) || n > INT64_MAX)
-            return ndc__fail(-EOVERFLOW, "array size overflows int64 at axis %d", i);
-    }
-    *nbytes = zero ? 0 : n;
-    return 0;
+    return ndc__shape_bytes(item, ndim, shape, 0, nbytes);
 }
 
 void ndc__c_strides(size_t itemsize, int ndim, const int64_t *shape, int64_t *strides)
@@ -84,20 +91,22 @@ size_t ndc_array_nbytes(const struct ndc_array *a)
 /* The strided copy: axes are merged where the source is contiguous across
  * them, so the innermost loop is one memcpy per contiguous run (the whole
  * array for a C-order source) and only truly strided sources pay per item. */
-void ndc__copy_to_c(void *dst, const struct ndc_array *src, uint64_t nbytes)
+void ndc__copy_strided(void *dst, const void *src, size_t item, int ndim,
+                       const int64_t *src_shape, const int64_t *src_strides)
 {
-    if (nbytes == 0)
-        return;
-    size_t item = ndc_dtype_size(src->dtype);
     int64_t shape[NDC_MAX_DIMS], strides[NDC_MAX_DIMS];
+    uint64_t nbytes = item;
     int nd = 0;
     /* Drop extent-1 axes, then merge axis i into i+1 when stride[i] ==
      * shape[i+1] * stride[i+1]. */
-    for (int i = 0; i < src->ndim; i++) {
-        if (src->shape[i] == 1)
+    for (int i = 0; i < ndim; i++) {
+        if (src_shape[i] == 0)
+            return;
+        nbytes *= (uint64_t)src_shape[i];
+        if (src_shape[i] == 1)
             continue;
-        shape[nd] = src->shape[i];
-        strides[nd] = src->strides[i];
+        shape[nd] = src_shape[i];
+        strides[nd] = src_strides[i];
         nd++;
     }
     int m = 0;
@@ -119,7 +128,7 @@ void ndc__copy_to_c(void *dst, const struct ndc_array *src, uint64_t nbytes)
         nd--;
     }
     unsigned char *out = dst;
-    const unsigned char *base = src->data;
+    const unsigned char *base = src;
     int64_t idx[NDC_MAX_DIMS] = {0};
     for (uint64_t done = 0; done < nbytes; done += run) {
         int64_t off = 0;
@@ -133,4 +142,12 @@ void ndc__copy_to_c(void *dst, const struct ndc_array *src, uint64_t nbytes)
             idx[i] = 0;
         }
     }
+}
+
+void ndc__copy_to_c(void *dst, const struct ndc_array *src, uint64_t nbytes)
+{
+    if (nbytes == 0)
+        return;
+    ndc__copy_strided(dst, src->data, ndc_dtype_size(src->dtype), src->ndim, src->shape,
+                      src->strides);
 }

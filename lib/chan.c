@@ -30,7 +30,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,13 +51,7 @@
 #define MIN_SPIN_NS        1000
 #define SLEEP_SLICE_NS     40000000     /* liveness checks while asleep: < 100 ms detection */
 
-_Atomic unsigned ndc__fork_gen;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void on_fork_child(void) { atomic_fetch_add(&ndc__fork_gen, 1); }
-static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
-
 /* ---- handles ------------------------------------------------------------ */
-
 
 static void bind_handle(ndc_chan *ch, uint32_t open_flags)
 {
@@ -78,15 +76,32 @@ static void bind_handle(ndc_chan *ch, uint32_t open_flags)
     ch->fork_gen = atomic_load(&ndc__fork_gen);
 }
 
+/* Open this process's liveness description and enter the peer table. */
+static int join(ndc_chan *ch)
+{
+    int r = ndc__live_open(&ch->live, ch->seg.fd, ch->seg.path[0] ? ch->seg.path : NULL);
+    if (r)
+        return r;
+    struct ndc__deadline dl;
+    /* Joining needs the queue lock only to retire a dead process's entry;
+     * a live holder that keeps it (stopped) makes the attach fail, not hang. */
+    ndc__deadline_init(&dl, 1000000000);
+    r = ndc__peer_join(ch, &dl);
+    if (r)
+        ndc__live_close(&ch->live);
+    return r;
+}
+
 static int finish_attach(ndc_chan **out, ndc_chan *ch, uint32_t open_flags)
 {
     bind_handle(ch, open_flags);
-    struct ndc__deadline dl;
-    ndc__deadline_init(&dl, 1000000000);   /* joining waits for the lock at most 1 s */
-    int r = ndc__peer_join(ch, &dl);
+    ch->claimed = calloc(ch->seg.g.nslots, sizeof *ch->claimed);
+    int r = ch->claimed ? join(ch) : -ENOMEM;
     if (r) {
         ndc__segment_unmap(&ch->seg);
         close(ch->seg.fd);
+        pthread_mutex_destroy(&ch->stash_lock);
+        free(ch->claimed);
         free(ch);
         return r;
     }
@@ -108,7 +123,7 @@ static int check_opts(const struct ndc_chan_opts *o)
 
 int ndc_create(ndc_chan **out, const char *name, const struct ndc_chan_opts *o)
 {
-    pthread_once(&atfork_once, install_atfork);
+    ndc__live_init();
     if (!out)
         return ndc__fail(-EINVAL, "NULL out pointer");
     struct ndc_chan_opts v = o ? *o : (struct ndc_chan_opts){0};
@@ -130,16 +145,29 @@ int ndc_create(ndc_chan **out, const char *name, const struct ndc_chan_opts *o)
         free(ch);
         return r;
     }
-    return finish_attach(out, ch, 0);
+    /* The name is linked already: a create that fails to attach (no fd
+     * left for the liveness lock, no memory) must take it back, or a
+     * complete channel with nobody attached stays under it. */
+    struct stat made;
+    char file[sizeof ch->seg.path];
+    int named = name && fstat(ch->seg.fd, &made) == 0;
+    memcpy(file, ch->seg.path, sizeof file);
+    r = finish_attach(out, ch, 0);
+    struct stat now;
+    if (r && named && lstat(file, &now) == 0 && now.st_dev == made.st_dev && now.st_ino == made.st_ino)
+        unlink(file);
+    return r;
 }
 
-int ndc_open_fd(ndc_chan **out, int fd, uint32_t flags)
+static int check_open_flags(uint32_t flags)
 {
-    pthread_once(&atfork_once, install_atfork);
-    if (!out || fd < 0)
-        return ndc__fail(-EINVAL, "NULL out pointer or negative fd");
-    if (flags & ~NDC_RDONLY)
-        return ndc__fail(-EINVAL, "unknown open flags 0x%x", flags & ~NDC_RDONLY);
+    return flags & ~NDC_RDONLY ? ndc__fail(-EINVAL, "unknown open flags 0x%x", flags & ~NDC_RDONLY) : 0;
+}
+
+/* Attach to the segment open as fd (the caller's); path: its name's file. */
+static int attach(ndc_chan **out, int fd, uint32_t flags, const char *path)
+{
+    ndc__live_init();
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return ndc__fail(-errno, "dup of fd %d: %s", fd, strerror(errno));
@@ -154,40 +182,113 @@ int ndc_open_fd(ndc_chan **out, int fd, uint32_t flags)
         free(ch);
         return r;
     }
+    snprintf(ch->seg.path, sizeof ch->seg.path, "%s", path ? path : "");
     return finish_attach(out, ch, flags);
+}
+
+int ndc_open_fd(ndc_chan **out, int fd, uint32_t flags)
+{
+    int r = check_open_flags(flags);
+    if (r)
+        return r;
+    if (!out || fd < 0)
+        return ndc__fail(-EINVAL, "NULL out pointer or negative fd");
+    return attach(out, fd, flags, NULL);
+}
+
+/* "/dev/shm/name" for a user's name. */
+static int shm_path(char *path, size_t cap, const char *name)
+{
+    char n[NDC_NAME_MAX + 2];
+    int r = ndc__segment_name(n, sizeof n, name);
+    if (r == 0)
+        snprintf(path, cap, NDC__SHM_DIR "%s", n);
+    return r;
+}
+
+/* What open() of a name says when the object there is no regular file: a
+ * symlink (O_NOFOLLOW), a directory (opened for writing), a socket. */
+static int not_a_file(int e)
+{
+    return e == ELOOP || e == EISDIR || e == ENXIO;
 }
 
 int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
 {
-    char path[NDC_NAME_MAX + 2];
-    int r = ndc__segment_name(path, sizeof path, name);
-    if (r)
+    char path[sizeof ((struct ndc__segment *)0)->path];
+    int r = check_open_flags(flags);
+    if (r || (r = shm_path(path, sizeof path, name)))
         return r;
-    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (!out)
+        return ndc__fail(-EINVAL, "NULL out pointer");
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && not_a_file(errno))
+        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel", path,
+                         strerror(errno));
     if (fd < 0)
-        return ndc__fail(-errno, "shm_open(\"%s\"): %s", path, strerror(errno));
-    r = ndc_open_fd(out, fd, flags);
+        return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
+                         strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ndc__fail(-EPROTO, "%s is not a regular file: not an ndchan channel", path);
+    }
+    r = attach(out, fd, flags, path);
     close(fd);
     return r;
 }
 
+/* Whether `path` exists yet, waiting up to `left` ns for a name to appear
+ * in the shm directory (inotify; a 10 ms poll where it is unavailable).
+ * \return 0 something was created (look again), -ETIMEDOUT, -EINTR. */
+static int wait_for_name(int ino, int64_t left)
+{
+    int64_t slice = ino >= 0 ? 100000000 : 10000000;   /* inotify is the wake-up; this, a safety net */
+    struct pollfd p = { .fd = ino, .events = POLLIN };
+    struct timespec ts = { 0, left < slice ? left : slice };
+    int r = ppoll(ino >= 0 ? &p : NULL, ino >= 0 ? 1 : 0, &ts, NULL);
+    if (r < 0 && errno == EINTR)
+        return -EINTR;
+    char buf[4096];
+    while (ino >= 0 && read(ino, buf, sizeof buf) > 0)
+        ;   /* drain: any creation is a reason to look again */
+    return 0;
+}
+
 int ndc_open_wait(ndc_chan **out, const char *name, uint32_t flags, int64_t timeout_ns)
 {
-    if (timeout_ns < 0 && timeout_ns != NDC_FOREVER)
-        return ndc__fail(-EINVAL, "negative timeout %lld", (long long)timeout_ns);
+    int r = ndc__timeout_check(timeout_ns);
+    if (r)
+        return r;
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, timeout_ns);
-    for (;;) {
-        int r = ndc_open(out, name, flags);
-        if (r != -ENOENT)
-            return r;
-        int64_t left = ndc__deadline_left(&dl);
-        if (left == 0)
-            return timeout_ns == 0 ? r : ndc__fail(-ETIMEDOUT, "no channel \"%s\" appeared", name);
-        struct timespec ts = {0, left < 1000000 ? left : 1000000};
-        if (nanosleep(&ts, NULL) != 0)
-            return ndc__fail(-EINTR, "interrupted while waiting for channel \"%s\"", name);
+    /* watch first, then look: a channel linked in between is not missed */
+    int ino = -1;
+    if (timeout_ns != 0) {
+        ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        if (ino >= 0 && inotify_add_watch(ino, NDC__SHM_DIR, IN_CREATE | IN_MOVED_TO) < 0) {
+            close(ino);
+            ino = -1;
+        }
     }
+    for (;;) {
+        r = ndc_open(out, name, flags);
+        if (r != -ENOENT)
+            break;
+        int64_t left = ndc__deadline_left(&dl);
+        if (left == 0) {
+            if (timeout_ns != 0)
+                r = ndc__fail(-ETIMEDOUT, "no channel \"%s\" appeared in time", name);
+            break;
+        }
+        if ((r = wait_for_name(ino, left)) == -EINTR) {
+            r = ndc__fail(-EINTR, "interrupted while waiting for channel \"%s\"", name);
+            break;
+        }
+    }
+    if (ino >= 0)
+        close(ino);
+    return r;
 }
 
 int ndc_fd(const ndc_chan *ch)
@@ -197,11 +298,26 @@ int ndc_fd(const ndc_chan *ch)
 
 int ndc_unlink(const char *name)
 {
-    char path[NDC_NAME_MAX + 2];
-    int r = ndc__segment_name(path, sizeof path, name);
+    char path[sizeof ((struct ndc__segment *)0)->path];
+    int r = shm_path(path, sizeof path, name);
     if (r)
         return r;
-    return shm_unlink(path) ? ndc__fail(-errno, "shm_unlink(\"%s\"): %s", path, strerror(errno)) : 0;
+    /* Only an ndchan channel: the name may be another program's object. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && not_a_file(errno))
+        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel: left in place",
+                         path, strerror(errno));
+    if (fd < 0)
+        return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
+                         strerror(errno));
+    uint64_t magic = 0;
+    struct stat st;
+    int ours = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+               pread(fd, &magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic == NDC__MAGIC;
+    close(fd);
+    if (!ours)
+        return ndc__fail(-EPROTO, "%s is not an ndchan channel: left in place", path);
+    return unlink(path) ? ndc__fail(-errno, "removing %s: %s", path, strerror(errno)) : 0;
 }
 
 void ndc_free(ndc_chan *ch)
@@ -209,12 +325,15 @@ void ndc_free(ndc_chan *ch)
     if (!ch)
         return;
     /* A handle inherited across fork and never used here has no entry of
-     * this process to leave; the parent's stays the parent's. */
+     * this process to leave; the parent's stays the parent's. The
+     * liveness lock goes last: until then the entry is ours. */
     if (ch->fork_gen == atomic_load(&ndc__fork_gen))
         ndc__peer_leave(ch);
+    ndc__live_close(&ch->live);
     ndc__segment_unmap(&ch->seg);
     close(ch->seg.fd);
     pthread_mutex_destroy(&ch->stash_lock);
+    free(ch->claimed);
     free(ch);
 }
 
@@ -228,14 +347,18 @@ int ndc__rejoin_slow(ndc_chan *ch)
     int r = 0;
     unsigned gen = atomic_load(&ndc__fork_gen);
     if (ch->fork_gen != gen) {
-        struct ndc__deadline dl;
-        ndc__deadline_init(&dl, 1000000000);
         /* the parent's kept loans are not ours, and its threads may have
          * held the stash lock at fork(): start both afresh */
         pthread_mutex_init(&ch->stash_lock, NULL);
         ch->nstash = 0;
         atomic_store(&ch->stash_count, 0);
-        r = ndc__peer_join(ch, &dl);
+        /* likewise the parent's threads counted in the lock: none of them
+         * is here, and a count of them would make a lock word naming this
+         * process look held by a sibling forever (holder_alive, peer.c) */
+        atomic_store(&ch->in_lock, 0);
+        ndc__live_close(&ch->live);   /* closed at fork already; unregistered */
+        atomic_store(&ch->in_lock, 0);   /* a parent's thread in the lock is not ours */
+        r = join(ch);
         if (r == 0)
             ch->fork_gen = gen;
     }
@@ -280,16 +403,6 @@ void ndc__chan_payload(const ndc_chan *ch, struct ndc__payload *p)
 }
 
 /* ---- the semaphores ----------------------------------------------------- */
-
-static int lock_queues(ndc_chan *ch, struct ndc__deadline *dl)
-{
-    int r = ndc__lock(&ch->ctrl->lock, ch->pid, dl);
-    if (r == 1) {   /* the last holder died inside: its half-done work is rebuilt */
-        ndc__queue_rebuild(ch);
-        r = 0;
-    }
-    return r == -ETIMEDOUT && dl->timeout_ns == 0 ? -EAGAIN : r;
-}
 
 /* V: wake one sleeper on side if there is one. The seq_cst pair (the
  * count's increment in ndc__queue_push, the sleepers' increment in
@@ -364,14 +477,19 @@ static int gone_for_good(ndc_chan *ch, int side, struct ndc__deadline *dl)
 {
     if (!ndc__peer_other_side_gone(ch, side))
         return 0;
-    if (lock_queues(ch, dl) == 0)
-        ndc__unlock(&ch->ctrl->lock);
+    if (ndc__peer_lock(ch, dl) == 0)
+        ndc__peer_unlock(ch);
     return NDC__COUNT(atomic_load(&ch->ctrl->sem[side].count)) == 0 &&
            ndc__peer_other_side_gone(ch, side);
 }
 
-static int gone_error(int side)
+/* What a waiter whose other side is all gone is told: the end of stream
+ * when it was closed (the usual ending: ndc_close, then exit), whatever
+ * the moment the waiter looked; else that its peers died. */
+static int gone_error(ndc_chan *ch, int side)
 {
+    if (atomic_load(&ch->ctrl->sem[side].count) & NDC__CLOSED)
+        return ndc__fail(-EPIPE, "end of stream: the channel was closed");
     return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",
                      side == NDC__SIDE_READY ? "sender" : "receiver");
 }
@@ -417,11 +535,11 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
             return -EPIPE;
         if (NDC__COUNT(v)) {
             prefetch_hint(ch, side);
-            int r = lock_queues(ch, dl);
+            int r = ndc__peer_lock(ch, dl);
             if (r)
                 return r;
             r = ndc__queue_pop(ch, side, word, slot);
-            ndc__unlock(&c->lock);
+            ndc__peer_unlock(ch);
             if (r == 0) {
                 if (gave_up_at)
                     adapt_spin(ch, side, gave_up_at);
@@ -454,7 +572,7 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
                 spin(ch, side, v, budget < left ? budget : left))
                 continue;
             if (gone_for_good(ch, side, dl))
-                return gone_error(side);
+                return gone_error(ch, side);
             gave_up_at = ndc__now_ns();
             continue;
         }
@@ -469,7 +587,7 @@ static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline
             atomic_store_explicit(&ch->last_sweep, ndc__now_ns(), memory_order_relaxed);
             ndc__peer_sweep(ch, dl);
             if (gone_for_good(ch, side, dl))
-                return gone_error(side);
+                return gone_error(ch, side);
         }
     }
 }
@@ -482,7 +600,7 @@ static int give(ndc_chan *ch, int side, uint32_t slot, uint32_t held, uint64_t w
 {
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, NDC_FOREVER);
-    int r = lock_queues(ch, &dl);
+    int r = ndc__peer_lock(ch, &dl);
     if (r)
         return r;
     for (int attempt = 0;; attempt++) {
@@ -502,7 +620,7 @@ static int give(ndc_chan *ch, int side, uint32_t slot, uint32_t held, uint64_t w
         if (r != -EBADMSG || attempt)
             break;
     }
-    ndc__unlock(&ch->ctrl->lock);
+    ndc__peer_unlock(ch);
     post_wake(ch, side);
     return r;
 }
@@ -544,6 +662,25 @@ static int own_slot(ndc_chan *ch, const struct ndc_array *a, uint32_t st, uint32
     return 0;
 }
 
+/* Make sure the pages of slot's first nbytes exist before a sender writes
+ * them: on a full shm filesystem (or memory cgroup) that is -ENOSPC or
+ * -ENOMEM here, rather than SIGBUS at the first store. Each process
+ * remembers how much of each slot it has claimed: the pages stay with the
+ * file, so one fallocate per slot and size is all the hot path pays. */
+static int claim_slot(ndc_chan *ch, uint32_t slot, uint64_t nbytes)
+{
+    if (nbytes <= ch->claimed[slot])
+        return 0;
+    char what[64];
+    snprintf(what, sizeof what, "an array in slot %u", slot);
+    uint64_t off = ch->seg.g.payload_off + (uint64_t)slot * ch->seg.g.slot_stride;
+    uint64_t len = (nbytes + 4095) & ~4095ull;
+    int r = ndc__segment_claim(&ch->seg, off, len, what);
+    if (r == 0)
+        ch->claimed[slot] = len < ch->seg.g.slot_bytes ? len : ch->seg.g.slot_bytes;
+    return r;
+}
+
 /* Reserve a slot for an array of nbytes whose header the caller has
  * validated; fill a->data and a->strides. */
 static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int64_t timeout_ns,
@@ -554,14 +691,18 @@ static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int6
     if (nbytes > ch->seg.g.slot_bytes)
         return ndc__fail(-E2BIG, "array of %llu bytes, slots hold %llu", (unsigned long long)nbytes,
                          (unsigned long long)ch->seg.g.slot_bytes);
-    int r = ndc__ensure_joined(ch);
-    if (r)
+    int r = ndc__timeout_check(timeout_ns);
+    if (r || (r = ndc__ensure_joined(ch)))
         return r;
     ndc__peer_role(ch, NDC__PEER_SENT);
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, timeout_ns);
     if ((r = take(ch, NDC__SIDE_FREE, NDC__RESERVED, &dl, slot)))
         return r;
+    if ((r = claim_slot(ch, *slot, nbytes))) {
+        give(ch, NDC__SIDE_FREE, *slot, NDC__RESERVED, NDC__WORD(NDC__FREE, 0));
+        return r;
+    }
     a->data = ch->payload + (uint64_t)*slot * ch->seg.g.slot_stride;
     ndc__c_strides(ndc_dtype_size(a->dtype), a->ndim, a->shape, a->strides);
     return 0;
@@ -707,8 +848,8 @@ static int stash_has(ndc_chan *ch, uint32_t slot)
  * ready one. A header that fails validation drops its array. */
 static int next_loan(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns, uint32_t *slot_out)
 {
-    int r;
-    if ((r = ndc__ensure_joined(ch)))
+    int r = ndc__timeout_check(timeout_ns);
+    if (r || (r = ndc__ensure_joined(ch)))
         return r;
     uint32_t slot = 0;
     if (!stash_take(ch, &slot)) {
@@ -815,6 +956,52 @@ int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout
 
 /* ---- state -------------------------------------------------------------- */
 
+/* Whether nothing committed before `upto` (a seq) is ready or on loan.
+ * A torn read of a header's seq can only make it wait one more poll. */
+static int drained(const ndc_chan *ch, uint64_t upto)
+{
+    for (uint32_t i = 0; i < ch->seg.g.nslots; i++) {
+        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_acquire);
+        uint32_t st = NDC__STATE(w);
+        if ((st == NDC__READY || st == NDC__LOANED) && ch->slots[i].seq < upto)
+            return 0;
+    }
+    return 1;
+}
+
+int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns)
+{
+    if (!ch)
+        return ndc__fail(-EINVAL, "NULL channel");
+    if (flags & ~NDC_DRAIN_CLOSED)
+        return ndc__fail(-EINVAL, "unknown drain flags 0x%x", flags & ~NDC_DRAIN_CLOSED);
+    int r = ndc__timeout_check(timeout_ns);
+    if (r || (r = ndc__ensure_joined(ch)))
+        return r;
+    struct ndc__ctrl *c = ch->ctrl;
+    uint64_t upto = atomic_load_explicit(&c->sent, memory_order_acquire);
+    struct ndc__deadline dl;
+    ndc__deadline_init(&dl, timeout_ns);
+    for (int64_t polls = 0;; polls++) {
+        int closed = !!(atomic_load(&c->sem[NDC__SIDE_READY].count) & NDC__CLOSED);
+        if (flags & NDC_DRAIN_CLOSED)
+            upto = closed ? UINT64_MAX : atomic_load_explicit(&c->sent, memory_order_acquire);
+        if (drained(ch, upto) && (!(flags & NDC_DRAIN_CLOSED) || closed))
+            return 0;
+        int64_t left = ndc__deadline_left(&dl);
+        if (left == 0)
+            return timeout_ns == 0 ? -EAGAIN : ndc__fail(-ETIMEDOUT, "not drained in time");
+        if (polls % 40 == 39) {   /* every 40 ms: give back what dead receivers held */
+            ndc__peer_sweep(ch, &dl);
+            if (ndc__peer_other_side_gone(ch, NDC__SIDE_FREE) && !drained(ch, upto))
+                return ndc__fail(-EOWNERDEAD, "arrays remain and every receiver is gone");
+        }
+        struct timespec ts = { 0, left < 1000000 ? left : 1000000 };
+        if (nanosleep(&ts, NULL) != 0)
+            return ndc__fail(-EINTR, "interrupted while waiting for the channel to drain");
+    }
+}
+
 int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
 {
     if (!ch || !st)
@@ -832,19 +1019,18 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
             return ndc__fail(-EBADMSG, "slot %u has a corrupt state word", i);
         }
     }
-    uint32_t hw = atomic_load_explicit(&c->peers_hw, memory_order_relaxed);
+    uint32_t hw = atomic_load_explicit(&c->peers_hw, memory_order_relaxed), others;
     for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
         const struct ndc__peer *p = &ch->peers[i];
-        /* a peer that died is not attached, swept or not (a /proc read: no waiting) */
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
-            !ndc__pid_alive(p->pid, p->start_time))
-            continue;
-        s.attached++;
+            !ndc__peer_alive(ch, i))
+            continue;   /* a peer that died is not attached, swept or not */
         s.senders_waiting += atomic_load_explicit(&p->sleeping[NDC__SIDE_FREE], memory_order_relaxed);
         s.receivers_waiting += atomic_load_explicit(&p->sleeping[NDC__SIDE_READY], memory_order_relaxed);
     }
+    s.attached = ndc__peer_count_alive(ch, &others);
     s.closed = !!(atomic_load_explicit(&c->sem[NDC__SIDE_READY].count, memory_order_relaxed) & NDC__CLOSED);
-    s.stale = s.attached <= 1;
+    s.stale = others == 0;
     s.sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
     s.received = atomic_load_explicit(&c->received, memory_order_relaxed);
     s.bytes_sent = atomic_load_explicit(&c->bytes_sent, memory_order_relaxed);

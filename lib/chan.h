@@ -20,6 +20,7 @@ struct ndc__payload {
 void ndc__chan_payload(const ndc_chan *ch, struct ndc__payload *p);
 
 /* ---- the handle (private to the library) -------------------------------- */
+#include "live.h"
 #include "segment.h"
 
 struct ndc_chan {
@@ -33,9 +34,15 @@ struct ndc_chan {
     uint32_t open_flags;         /* NDC_RDONLY */
     /* This process's identity in the segment. A child after fork() finds
      * fork_gen stale and joins as a process of its own (see peer.c). */
+    struct ndc__live live;       /* the liveness lock's description */
     uint32_t me;                 /* peer index */
+    _Atomic uint32_t in_lock;    /* this process's threads taking or holding the queue lock:
+                                    a lock word naming this process while none does is forged */
     int32_t pid;
     unsigned fork_gen;
+    uint64_t *claimed;           /* [nslots] payload bytes of each slot this process has
+                                    made sure exist (fallocate): private, never trusted
+                                    from the segment */
     _Atomic uint32_t roles;      /* NDC__PEER_SENT/RECEIVED already published */
     _Atomic int joining;
     /* Waiting policy (see chan.c, "Waiting"). */
@@ -53,7 +60,6 @@ struct ndc_chan {
 /* Bring a handle used for the first time in a forked child into the
  * segment as its own peer. Cheap when nothing forked: one load. */
 int ndc__rejoin_slow(ndc_chan *ch);
-extern _Atomic unsigned ndc__fork_gen;
 static inline int ndc__ensure_joined(ndc_chan *ch)
 {
     if (__builtin_expect(ch->fork_gen == atomic_load_explicit(&ndc__fork_gen, memory_order_relaxed), 1))

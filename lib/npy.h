@@ -1,6 +1,7 @@
 /* The .npy format on byte buffers: header parsing and writing, byte swaps
- * and the Fortran-to-C transposition. Nothing here touches a file or a
- * channel, so the parser can be fuzzed and unit-tested on memory alone.
+ * and the Fortran-to-C transposition (npy_codec.c). Nothing here touches a
+ * file or a channel (npy_stream.c does), so the parser can be fuzzed and
+ * unit-tested on memory alone.
  *
  * A .npy file is: the magic "\x93NUMPY", a major and a minor version byte,
  * the header length (2 bytes little-endian in 1.0, 4 bytes in 2.0 and 3.0),
@@ -41,11 +42,6 @@ struct ndc__npy_header {
  *                   NDC__NPY_HEADER_MAX
  * \return -ENOTSUP  a version other than 1.0, 2.0, 3.0 */
 int ndc__npy_header_size(const void *buf, size_t len, uint64_t *data_offset);
-/* Open a .npy file for reading and read, parse and size-check its header.
- * Never blocks on a FIFO (refused: not a regular file). \return the fd,
- * or -errno with a detail in ndc_last_error(). */
-int ndc__npy_open(const char *path, struct ndc__npy_header *h);
-
 /* Parse a whole header from buf[0..len); `len` may exceed the header (the
  * payload's first bytes are ignored). Fills every field of *h; *h is
  * untouched on failure.
@@ -63,11 +59,6 @@ int ndc__npy_parse(const void *buf, size_t len, struct ndc__npy_header *h);
  *         or longer: bytes after the array we would not know what to do with) */
 int ndc__npy_check_size(const struct ndc__npy_header *h, uint64_t file_size);
 
-/* numpy's descr for a dtype in this host's byte order ("<f8", "|u1");
- * "bfloat16" for NDC_BF16 (numpy has no descr of its own for it; this is
- * ml_dtypes' name). NULL for a value that is not a dtype. */
-const char *ndc__npy_descr(enum ndc_dtype t);
-
 /* Write a header (prefix included) into buf[0..cap) for an array of dtype t
  * and shape[0..ndim), C order or Fortran order, padded with spaces so the
  * data offset is a multiple of `align` (a power of two, >= 64; 0 = 64).
@@ -84,9 +75,6 @@ void ndc__npy_swap(void *p, size_t nbytes, enum ndc_dtype t);
 /* Copy an array of element size `esize` and shape[0..ndim) from
  * Fortran-order memory `src` to C-order memory `dst` (no overlap). */
 void ndc__npy_f2c(void *dst, const void *src, size_t esize, int ndim, const int64_t *shape);
-
-/* Copy a strided array (any strides, any sign) into C-order memory `dst`. */
-void ndc__npy_gather(void *dst, const struct ndc_array *a, size_t esize);
 
 /* Fortran memory order equals C memory order when at most one extent is
  * greater than 1 (or the array is empty): no transposition needed. */

@@ -275,7 +275,7 @@ static const char *shared_name(hwloc_obj_t a, char *buf, size_t n)
 }
 
 static int suggest_in(const struct ndc__topo *t, hwloc_const_cpuset_t allowed,
-                      struct ndc__cpu_pair *out)
+                      struct ndc_cpu_pair *out)
 {
     hwloc_obj_type_t unit = hwloc_get_nbobjs_by_type(t->h, HWLOC_OBJ_CORE) > 0
                                 ? HWLOC_OBJ_CORE : HWLOC_OBJ_PU;
@@ -351,7 +351,7 @@ out:
 }
 
 int ndc__suggest_pair(const struct ndc__topo *t, const char *allowed,
-                      struct ndc__cpu_pair *out)
+                      struct ndc_cpu_pair *out)
 {
     hwloc_bitmap_t set = hwloc_bitmap_dup(hwloc_topology_get_allowed_cpuset(t->h));
     if (!set)
@@ -366,7 +366,7 @@ int ndc__suggest_pair(const struct ndc__topo *t, const char *allowed,
         hwloc_bitmap_and(set, set, want);
         hwloc_bitmap_free(want);
     }
-    struct ndc__cpu_pair p;
+    struct ndc_cpu_pair p;
     int r = suggest_in(t, set, &p);
     hwloc_bitmap_free(set);
     if (r == 0)
@@ -374,148 +374,19 @@ int ndc__suggest_pair(const struct ndc__topo *t, const char *allowed,
     return r;
 }
 
-/* ---- description for ndchan-topo ---------------------------------------- */
+/* ---- public calls on a topology ----------------------------------------- */
 
-static void cpulist(char *buf, size_t n, hwloc_const_cpuset_t set)
+int ndc_topo_suggest(const char *topology, const char *allowed, struct ndc_cpu_pair *out)
 {
-    int len = hwloc_bitmap_list_snprintf(buf, n, set);
-    if (len >= (int)n && n > 4)
-        memcpy(buf + n - 4, "...", 4);
-}
-
-struct desc_build {
-    const struct ndc__topo *t;
-    struct ndc__topo_desc *d;
-    size_t cap;
-    int list_cores;
-};
-
-static struct ndc__topo_item *desc_add(struct desc_build *b, int kind, int depth,
-                                       hwloc_obj_t o)
-{
-    struct ndc__topo_desc *d = b->d;
-    if (d->nitems == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 64;
-        struct ndc__topo_item *it = realloc(d->items, cap * sizeof *it);
-        if (!it)
-            return NULL;
-        d->items = it;
-        b->cap = cap;
-    }
-    struct ndc__topo_item *it = &d->items[d->nitems++];
-    memset(it, 0, sizeof *it);
-    it->kind = kind;
-    it->depth = depth;
-    it->os_index = (kind == NDC__IT_PACKAGE || kind == NDC__IT_NODE || kind == NDC__IT_CORE) &&
-                   o->os_index != HWLOC_UNKNOWN_INDEX ? (int)o->os_index : -1;
-    it->ncores = hwloc_get_nbobjs_inside_cpuset_by_type(b->t->h, o->cpuset, HWLOC_OBJ_CORE);
-    it->npus = hwloc_get_nbobjs_inside_cpuset_by_type(b->t->h, o->cpuset, HWLOC_OBJ_PU);
-    cpulist(it->cpus, sizeof it->cpus, o->cpuset);
-    return it;
-}
-
-static int desc_walk(struct desc_build *b, hwloc_obj_t o, int depth)
-{
-    int kind = -1;
-    switch (o->type) {
-    case HWLOC_OBJ_MACHINE: kind = NDC__IT_MACHINE; break;
-    case HWLOC_OBJ_PACKAGE: kind = NDC__IT_PACKAGE; break;
-    case HWLOC_OBJ_DIE:
-    case HWLOC_OBJ_GROUP:   kind = NDC__IT_GROUP; break;
-    case HWLOC_OBJ_CORE:    kind = b->list_cores ? NDC__IT_CORE : -1; break;
-    case HWLOC_OBJ_L2CACHE: case HWLOC_OBJ_L3CACHE: case HWLOC_OBJ_L4CACHE:
-    case HWLOC_OBJ_L5CACHE: case HWLOC_OBJ_L1CACHE:
-        /* a cache of one core says nothing about where to put two processes */
-        if (hwloc_get_nbobjs_inside_cpuset_by_type(b->t->h, o->cpuset, HWLOC_OBJ_CORE) > 1)
-            kind = NDC__IT_CACHE;
-        break;
-    default: break;
-    }
-    int child_depth = depth;
-    if (kind >= 0) {
-        struct ndc__topo_item *it = desc_add(b, kind, depth, o);
-        if (!it)
-            return -ENOMEM;
-        if (kind == NDC__IT_CACHE) {
-            it->level = (int)o->attr->cache.depth;
-            it->bytes = o->attr->cache.size;
-        }
-        child_depth = depth + 1;
-    }
-    /* memory first: a node reads best right under what it is local to */
-    for (hwloc_obj_t m = o->memory_first_child; m; m = m->next_sibling) {
-        if (m->type != HWLOC_OBJ_NUMANODE)
-            continue;
-        struct ndc__topo_item *it = desc_add(b, NDC__IT_NODE, child_depth, m);
-        if (!it)
-            return -ENOMEM;
-        it->bytes = m->attr->numanode.local_memory;
-    }
-    if (o->type == HWLOC_OBJ_CORE)
-        return 0;
-    for (hwloc_obj_t c = o->first_child; c; c = c->next_sibling) {
-        int r = desc_walk(b, c, child_depth);
-        if (r)
-            return r;
-    }
-    return 0;
-}
-
-static int desc_distances(const struct ndc__topo *t, struct ndc__topo_desc *d)
-{
-    struct hwloc_distances_s *dist[1];
-    unsigned nr = 1;
-    if (hwloc_distances_get_by_type(t->h, HWLOC_OBJ_NUMANODE, &nr, dist,
-                                    HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) < 0 || nr == 0)
-        return 0;
-    int n = (int)dist[0]->nbobjs, r = 0;
-    d->dist_node = calloc((size_t)n, sizeof *d->dist_node);
-    d->dist = calloc((size_t)n * (size_t)n, sizeof *d->dist);
-    if (!d->dist_node || !d->dist) {
-        r = -ENOMEM;
-    } else {
-        for (int i = 0; i < n; i++)
-            d->dist_node[i] = (int)dist[0]->objs[i]->os_index;
-        for (int i = 0; i < n * n; i++)
-            d->dist[i] = dist[0]->values[i];
-        d->ndist = n;
-    }
-    hwloc_distances_release(t->h, dist[0]);
-    return r;
-}
-
-void ndc__topo_desc_free(struct ndc__topo_desc *d)
-{
-    if (!d)
-        return;
-    free(d->items);
-    free(d->dist_node);
-    free(d->dist);
-    free(d);
-}
-
-int ndc__topo_describe(const struct ndc__topo *t, struct ndc__topo_desc **out)
-{
-    struct ndc__topo_desc *d = calloc(1, sizeof *d);
-    if (!d)
-        return -ENOMEM;
-    snprintf(d->version, sizeof d->version, "%s", HWLOC_VERSION);
-    d->packages = hwloc_get_nbobjs_by_type(t->h, HWLOC_OBJ_PACKAGE);
-    d->nodes = hwloc_get_nbobjs_by_type(t->h, HWLOC_OBJ_NUMANODE);
-    d->cores = hwloc_get_nbobjs_by_type(t->h, HWLOC_OBJ_CORE);
-    d->pus = hwloc_get_nbobjs_by_type(t->h, HWLOC_OBJ_PU);
-    for (hwloc_obj_t n = NULL; (n = hwloc_get_next_obj_by_type(t->h, HWLOC_OBJ_NUMANODE, n)); )
-        d->memory += n->attr->numanode.local_memory;
-    struct desc_build b = { .t = t, .d = d, .list_cores = d->cores <= 64 };
-    int r = desc_walk(&b, hwloc_get_root_obj(t->h), 0);
-    if (!r)
-        r = desc_distances(t, d);
-    if (r) {
-        ndc__topo_desc_free(d);
+    if (!out)
+        return ndc__fail(-EINVAL, "NULL out");
+    struct ndc__topo *t = NULL;
+    int r = ndc__topo_load(&t, topology);
+    if (r)
         return r;
-    }
-    *out = d;
-    return 0;
+    r = ndc__suggest_pair(t, allowed, out);
+    ndc__topo_free(t);
+    return r;
 }
 
 /* ---- pages --------------------------------------------------------------- */
@@ -638,6 +509,15 @@ int ndc__numa_area_policy(const void *addr, uint32_t *policy, uint64_t *nodes)
     *policy = p;
     *nodes = m;
     return 0;
+}
+
+int ndc_numa_policy(const ndc_chan *ch, uint32_t *policy, uint64_t *nodes)
+{
+    if (!ch || !policy || !nodes)
+        return ndc__fail(-EINVAL, "NULL argument");
+    struct ndc__payload pl;
+    ndc__chan_payload(ch, &pl);
+    return ndc__numa_area_policy(pl.base, policy, nodes);
 }
 
 /* ---- hooks ---------------------------------------------------------------- */
@@ -822,18 +702,6 @@ NDC_API int ndc_numa_pin_near(const ndc_chan *ch)
     return r;
 }
 
-NDC_API int ndc_pin_cpu(int cpu)
-{
-    if (cpu < 0 || cpu >= CPU_SETSIZE)
-        return ndc__fail(-EINVAL, "cpu %d out of range", cpu);
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        return ndc__fail(-errno, "sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
-    return 0;
-}
-
 NDC_API int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu)
 {
     if (!producer_cpu || !consumer_cpu)
@@ -850,7 +718,7 @@ NDC_API int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu)
         hwloc_get_cpubind(t->h, mine, HWLOC_CPUBIND_THREAD) < 0)
         hwloc_bitmap_copy(mine, hwloc_topology_get_allowed_cpuset(t->h));
     hwloc_bitmap_and(mine, mine, hwloc_topology_get_allowed_cpuset(t->h));
-    struct ndc__cpu_pair p;
+    struct ndc_cpu_pair p;
     r = suggest_in(t, mine, &p);
     hwloc_bitmap_free(mine);
     if (r)

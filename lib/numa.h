@@ -10,8 +10,8 @@
  * which CPU pair shares the most) are pure functions of a topology, so they
  * are testable on a synthetic or XML topology loaded with ndc__topo_load; the
  * hooks below run them on this machine's topology. No hwloc type appears in
- * this header: the tools and the tests use it whether hwloc is present or not
- * (without it, every call returns -ENOTSUP). */
+ * this header: the tests use it whether hwloc is present or not (without it,
+ * every call returns -ENOTSUP). */
 #ifndef NDC_NUMA_H
 #define NDC_NUMA_H
 #include <errno.h>
@@ -130,49 +130,14 @@ static inline int ndc__numa_pick_node(const uint64_t *counts, int n, uint64_t bo
     return bound ? __builtin_ctzll(bound) : -ENODEV;
 }
 
-/* A producer/consumer CPU pair: two PUs of different cores whose closest
- * common cache or group is the deepest (an L2 shared by a cluster beats an
- * L3, which beats the package), on one node when possible; CPU 0 is avoided
- * when another pair shares as much (it takes housekeeping interrupts). With
- * a single core, two hardware threads of it. */
-struct ndc__cpu_pair {
-    int  producer, consumer;  /* OS CPU numbers */
-    int  node;                /* node local to both, -1 when none is */
-    char shared[32];          /* what they share: "L2", "L3", "package", "machine", "core" */
-};
+/* A producer/consumer CPU pair (struct ndc_cpu_pair): two PUs of different
+ * cores whose closest common cache or group is the deepest (an L2 shared by
+ * a cluster beats an L3, which beats the package), on one node when
+ * possible; CPU 0 is avoided when another pair shares as much (it takes
+ * housekeeping interrupts). With a single core, two hardware threads of it. */
 /* allowed: a CPU list ("0-3,8") restricting the choice, NULL = every CPU of t.
  * \return 0; -ENODEV fewer than two CPUs; -EINVAL a bad list. */
 int ndc__suggest_pair(const struct ndc__topo *t, const char *allowed,
-                      struct ndc__cpu_pair *out);
-
-/* ---- description for ndchan-topo ---------------------------------------- */
-
-enum ndc__item_kind { NDC__IT_MACHINE, NDC__IT_PACKAGE, NDC__IT_GROUP,
-                      NDC__IT_NODE, NDC__IT_CACHE, NDC__IT_CORE };
-struct ndc__topo_item {
-    int      kind;        /* enum ndc__item_kind */
-    int      depth;       /* nesting in the tree, machine = 0 */
-    int      os_index;    /* package, node, core: the OS number; else -1 */
-    int      level;       /* cache level; 0 otherwise */
-    uint64_t bytes;       /* node: local memory; cache: size */
-    int      ncores;      /* cores below (or, for a node, local to it) */
-    int      npus;        /* hardware threads below / local */
-    char     cpus[128];   /* CPU list ("0-7,16-23"), truncated with "..." */
-};
-struct ndc__topo_desc {
-    char     version[16];        /* hwloc's, "2.9.0" */
-    int      packages, nodes, cores, pus;
-    uint64_t memory;             /* total over the nodes */
-    size_t   nitems;
-    struct ndc__topo_item *items;/* depth-first: each item before its children */
-    int      ndist;              /* nodes in dist, 0 when the machine gives none */
-    int     *dist_node;          /* OS number of row/column i */
-    uint64_t *dist;              /* ndist x ndist relative latencies (10 = local) */
-};
-/* \return 0, *out set (free with ndc__topo_desc_free); -ENOTSUP; -ENOMEM.
- * Caches shared by a single core are left out (they say nothing about
- * placement), cores appear only when few enough to read (<= 64). */
-int  ndc__topo_describe(const struct ndc__topo *t, struct ndc__topo_desc **out);
-void ndc__topo_desc_free(struct ndc__topo_desc *d);
+                      struct ndc_cpu_pair *out);
 
 #endif

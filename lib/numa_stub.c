@@ -1,7 +1,7 @@
 /* Built when hwloc is absent: placement is not available. Options are still
  * validated (a typo is -EINVAL here as with hwloc); every policy but first
  * touch is -ENOTSUP, and so is every question about the topology. Pinning to
- * a given CPU needs no hwloc and works. */
+ * a given CPU needs no hwloc (cpu.c). */
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
@@ -69,18 +69,23 @@ int ndc__numa_node_near_cpu(const struct ndc__topo *t, int cpu)
 }
 
 int ndc__suggest_pair(const struct ndc__topo *t, const char *allowed,
-                      struct ndc__cpu_pair *out)
+                      struct ndc_cpu_pair *out)
 {
     (void)t; (void)allowed; (void)out;
     return ndc__fail(-ENOTSUP, NO_HWLOC);
 }
 
-int ndc__topo_describe(const struct ndc__topo *t, struct ndc__topo_desc **out)
+int ndc_topo_suggest(const char *topology, const char *allowed, struct ndc_cpu_pair *out)
 {
-    (void)t; (void)out;
+    (void)topology; (void)allowed; (void)out;
     return ndc__fail(-ENOTSUP, NO_HWLOC);
 }
-void ndc__topo_desc_free(struct ndc__topo_desc *d) { (void)d; }
+
+int ndc_numa_policy(const ndc_chan *ch, uint32_t *policy, uint64_t *nodes)
+{
+    (void)ch; (void)policy; (void)nodes;
+    return ndc__fail(-ENOTSUP, NO_HWLOC);
+}
 
 int ndc_numa_where(const ndc_chan *ch, uint64_t *counts, int max)
 {
@@ -100,14 +105,3 @@ int ndc_suggest_cpus(int *producer_cpu, int *consumer_cpu)
     return ndc__fail(-ENOTSUP, NO_HWLOC);
 }
 
-int ndc_pin_cpu(int cpu)
-{
-    if (cpu < 0 || cpu >= CPU_SETSIZE)
-        return ndc__fail(-EINVAL, "cpu %d out of range", cpu);
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) < 0)
-        return ndc__fail(-errno, "sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
-    return 0;
-}

@@ -1,13 +1,25 @@
 /* The peer table.
  *
- * Each attached process owns one entry (one cache line) with its pid and
- * start time; slots it reserves or borrows carry its entry index. There is
- * no daemon: whichever process waits long enough to wonder (a semaphore
- * sleep slice, a full table at join) checks the others, marks the dead
- * LIVE -> GONE, and under the queue lock returns their slots and clears the
- * entry. A process that left by ndc_free is GONE too, so the two paths are
- * one. Counters of departed senders and receivers let a waiter tell "the
- * other side has not come yet" (wait) from "it came and went" (-EOWNERDEAD).
+ * Each attached process owns one entry (one cache line), and holds the
+ * entry's liveness byte (live.h) for as long as it is attached: the kernel
+ * vouches for it, whatever pid namespace it runs in. Slots it reserves or
+ * borrows carry its entry index, and so does the queue lock while it holds
+ * it.
+ *
+ * Claiming: a joiner locks the byte of an entry first. Getting it proves no
+ * live process owns the entry. An UNUSED entry is then taken with a CAS
+ * (it holds nothing); one left LIVE or GONE by a process that died or
+ * detached is retired under the queue lock first (its slots back to the
+ * pool, its departure counted). So an entry is LIVE only while its byte is
+ * held, except in the moment after its owner died: LIVE with a free byte
+ * means dead, and that state only changes by a retirement.
+ *
+ * There is no daemon: whichever process waits long enough to wonder (a
+ * semaphore sleep slice, a poller once a slice, ndc_free) sweeps: it finds
+ * entries whose byte is free, and under the queue lock checks again and
+ * retires them. Counters of departed senders and receivers let a waiter
+ * tell "the other side has not come yet" (wait) from "it came and went"
+ * (-EOWNERDEAD). The pid in an entry is for people; nothing decides by it.
  */
 #include <errno.h>
 #include <unistd.h>
@@ -17,18 +29,58 @@
 #include "peer.h"
 #include "queue.h"
 
-static int lock_ctrl(ndc_chan *ch, struct ndc__deadline *dl)
+int ndc__peer_alive(const ndc_chan *ch, uint32_t i)
 {
-    int r = ndc__lock(&ch->ctrl->lock, ch->pid, dl);
-    if (r == 1) {
-        ndc__queue_rebuild(ch);
-        r = 0;
-    }
-    return r;
+    return i == ch->me || ndc__live_held(&ch->live, i);
 }
 
-/* Under the lock: return an entry's slots, count its departure, clear it. */
-static void retire(ndc_chan *ch, uint32_t i)
+/* A lock word naming this process is true only while one of its threads
+ * is in ndc__peer_lock or holds the lock (besides the asking one): else
+ * the word was forged (scribbled), and waiting for ourselves would hang. */
+static int holder_alive(void *ctx, uint32_t holder)
+{
+    ndc_chan *ch = ctx;
+    if (holder == ch->me)
+        return atomic_load_explicit(&ch->in_lock, memory_order_acquire) > 1;
+    return ndc__peer_alive(ch, holder);
+}
+
+static int lock_as(ndc_chan *ch, uint32_t id, struct ndc__deadline *dl)
+{
+    /* counted before trying, uncounted after the unlock (ndc__peer_unlock):
+     * a sibling thread never sees our word while the count says none */
+    atomic_fetch_add_explicit(&ch->in_lock, 1, memory_order_acq_rel);
+    int r = ndc__lock(&ch->ctrl->lock, id, ch->seg.g.max_peers, dl, holder_alive, ch);
+    if (r == 1) {   /* the last holder died inside: its half-done work is rebuilt */
+        ndc__queue_rebuild(ch, ndc__peer_alive);
+        r = 0;
+    }
+    if (r)
+        atomic_fetch_sub_explicit(&ch->in_lock, 1, memory_order_release);
+    return r == -ETIMEDOUT && dl->timeout_ns == 0 ? -EAGAIN : r;
+}
+
+int ndc__peer_lock(ndc_chan *ch, struct ndc__deadline *dl)
+{
+    return lock_as(ch, ch->me, dl);
+}
+
+void ndc__peer_unlock(ndc_chan *ch)
+{
+    ndc__unlock(&ch->ctrl->lock);
+    atomic_fetch_sub_explicit(&ch->in_lock, 1, memory_order_release);
+}
+
+/* Under the lock: return an entry's slots, count its departure, clear it.
+ * `keep`: leave its state as it is rather than UNUSED, for the entry whose
+ * index the lock word names (our own in ndc_free, the one a joiner claims):
+ * killed before the unlock, we would leave a word naming an UNUSED entry,
+ * which the next joiner takes without the lock; the word would then name a
+ * live process that does not hold it, and everyone would wait for it. Not
+ * UNUSED, the entry is taken only through a claim under the lock, which
+ * takes the dead holder's word over. A second retirement of it (a sweep)
+ * finds nothing to give back or count. */
+static void retire(ndc_chan *ch, uint32_t i, int keep)
 {
     struct ndc__ctrl *c = ch->ctrl;
     struct ndc__peer *p = &ch->peers[i];
@@ -48,7 +100,9 @@ static void retire(ndc_chan *ch, uint32_t i)
             ;   /* clamped: a scribbled count must not wrap the total */
     }
     atomic_store_explicit(&p->flags, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->state, NDC__PEER_UNUSED, memory_order_release);
+    /* release: a joiner's CAS from UNUSED sees the entry cleared */
+    if (!keep)
+        atomic_store_explicit(&p->state, NDC__PEER_UNUSED, memory_order_release);
 }
 
 /* After retiring peers under the lock: let go of it, wake one sender per
@@ -57,7 +111,7 @@ static void retire(ndc_chan *ch, uint32_t i)
 static uint32_t unlock_and_wake(ndc_chan *ch, uint32_t free_before)
 {
     uint32_t after = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
-    ndc__unlock(&ch->ctrl->lock);
+    ndc__peer_unlock(ch);
     uint32_t back = after > free_before ? after - free_before : 0;
     if (back)
         ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_FREE].count, (int)back);
@@ -65,94 +119,104 @@ static uint32_t unlock_and_wake(ndc_chan *ch, uint32_t free_before)
     return back;
 }
 
-static uint32_t peers_hw(ndc_chan *ch)
+static uint32_t free_count(const ndc_chan *ch)
+{
+    return NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
+}
+
+static uint32_t peers_hw(const ndc_chan *ch)
 {
     uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
     return hw < ch->seg.g.max_peers ? hw : ch->seg.g.max_peers;
 }
 
+/* Whether entry i holds something a sweep must give back: it was left by
+ * ndc_free (GONE), its process died (LIVE, byte free), or it is garbage. */
+static int departed(const ndc_chan *ch, uint32_t i)
+{
+    uint32_t st = atomic_load_explicit(&ch->peers[i].state, memory_order_acquire);
+    if (i == ch->me || st == NDC__PEER_UNUSED)
+        return 0;
+    return st != NDC__PEER_LIVE || !ndc__peer_alive(ch, i);
+}
+
 int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
 {
-    /* Judge liveness without the lock (it reads /proc), but change an entry
-     * only under it, and only if it is still the very entry judged: in
-     * between, another sweeper may have retired it and a new process
-     * claimed it (claims and retirements both run under the lock). */
-    struct judged { uint32_t i, state; int32_t pid; uint64_t start; } dead[NDC_MAX_PEERS];
-    uint32_t hw = peers_hw(ch), ndead = 0, gone = 0;
-    for (uint32_t i = 0; i < hw; i++) {
-        struct ndc__peer *p = &ch->peers[i];
-        uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
-        if (i == ch->me || st == NDC__PEER_UNUSED)
-            continue;
-        if (st == NDC__PEER_GONE) {
-            gone++;
-            continue;
-        }
-        /* a state that is none of ours is a scribbled entry: retire it too,
-         * or it would hold its place (and any slots naming it) forever */
-        int32_t pid = p->pid;
-        uint64_t start = p->start_time;
-        if (st != NDC__PEER_LIVE || !ndc__pid_alive(pid, start))
-            dead[ndead++] = (struct judged){i, st, pid, start};
-    }
-    if (!ndead && !gone)
+    /* Judged without the lock (a syscall per peer), acted on only after
+     * judging again under it: claims of dead entries and retirements both
+     * run under the lock, and a joiner holds the byte before it claims. */
+    uint32_t hw = peers_hw(ch), found = 0;
+    for (uint32_t i = 0; i < hw && !found; i++)
+        found = departed(ch, i);
+    if (!found)
         return 0;
-    int r = lock_ctrl(ch, dl);
+    int r = ndc__peer_lock(ch, dl);
     if (r)
         return r;
-    for (uint32_t k = 0; k < ndead; k++) {
-        struct ndc__peer *p = &ch->peers[dead[k].i];
-        if (atomic_load_explicit(&p->state, memory_order_relaxed) == dead[k].state &&
-            p->pid == dead[k].pid && p->start_time == dead[k].start)
-            atomic_store_explicit(&p->state, NDC__PEER_GONE, memory_order_relaxed);
-    }
-    uint32_t before = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
+    uint32_t before = free_count(ch);
     for (uint32_t i = 0; i < hw; i++)
-        if (i != ch->me && atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed) == NDC__PEER_GONE)
-            retire(ch, i);
+        if (departed(ch, i))
+            retire(ch, i, 0);
     return (int)unlock_and_wake(ch, before);
 }
 
-static int claim_entry(ndc_chan *ch)
+/* Entry i, whose byte we hold, becomes ours. */
+static int claim(ndc_chan *ch, uint32_t i, struct ndc__deadline *dl)
 {
     struct ndc__ctrl *c = ch->ctrl;
-    for (uint32_t i = 0; i < ch->seg.g.max_peers; i++) {
-        struct ndc__peer *p = &ch->peers[i];
+    struct ndc__peer *p = &ch->peers[i];
+    uint32_t unused = NDC__PEER_UNUSED;
+    /* Nothing is written before the entry is known to be ours and empty: a
+     * dead owner's roles decide what its retirement counts. Retirement
+     * cleared the flags (acquire: pairs with its release of UNUSED). */
+    int quick = atomic_compare_exchange_strong_explicit(&p->state, &unused, NDC__PEER_LIVE,
+                                                        memory_order_acquire, memory_order_relaxed);
+    uint32_t before = 0;
+    if (!quick) {
+        /* left by a process that is gone: give back what it held first */
+        int r = lock_as(ch, i, dl);
+        if (r)
+            return r;
+        before = free_count(ch);
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_UNUSED)
-            continue;
-        uint64_t start = 0;
-        char state;
-        ndc__proc_stat(ch->pid, &start, &state);
-        p->pid = ch->pid;
-        p->start_time = start;
-        atomic_store_explicit(&p->flags, (ch->open_flags & NDC_RDONLY) ? NDC__PEER_RDONLY : 0,
-                              memory_order_relaxed);
-        atomic_store_explicit(&p->cpu, ndc__current_cpu(), memory_order_relaxed);
-        atomic_store_explicit(&p->sleeping[0], 0, memory_order_relaxed);
-        atomic_store_explicit(&p->sleeping[1], 0, memory_order_relaxed);
-        atomic_store_explicit(&p->state, NDC__PEER_LIVE, memory_order_release);
-        if (atomic_load_explicit(&c->peers_hw, memory_order_relaxed) < i + 1)
-            atomic_store_explicit(&c->peers_hw, i + 1, memory_order_release);
-        ch->me = i;
-        return 0;
+            retire(ch, i, 1);   /* LIVE (ours) below, never UNUSED under our word */
     }
-    return -EUSERS;
+    p->pid = ch->pid;
+    atomic_store_explicit(&p->flags, (ch->open_flags & NDC_RDONLY) ? NDC__PEER_RDONLY : 0,
+                          memory_order_relaxed);
+    atomic_store_explicit(&p->cpu, ndc__current_cpu(), memory_order_relaxed);
+    if (!quick) {
+        atomic_store_explicit(&p->state, NDC__PEER_LIVE, memory_order_release);
+        unlock_and_wake(ch, before);
+    }
+    uint32_t hw = atomic_load_explicit(&c->peers_hw, memory_order_relaxed);
+    while (hw < i + 1 && !atomic_compare_exchange_weak_explicit(&c->peers_hw, &hw, i + 1,
+                                                                memory_order_release, memory_order_relaxed))
+        ;
+    ch->me = i;
+    return 0;
 }
 
 int ndc__peer_join(ndc_chan *ch, struct ndc__deadline *dl)
 {
     ch->pid = (int32_t)getpid();
     atomic_store_explicit(&ch->roles, 0, memory_order_relaxed);
-    ch->me = UINT32_MAX;   /* not a peer until claimed: sweeps skip nobody */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int r = lock_ctrl(ch, dl);
-        if (r)
-            return ndc__fail(r, "joining the channel: its lock is held by a live process that does not let go");
-        r = claim_entry(ch);
-        ndc__unlock(&ch->ctrl->lock);
-        if (r == 0)
-            return 0;
-        ndc__peer_sweep(ch, dl);   /* full: make room from the dead, once */
+    ch->me = UINT32_MAX;   /* not a peer until claimed */
+    /* Unused entries first (no lock needed), then those left by the dead. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < ch->seg.g.max_peers; i++) {
+            uint32_t st = atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed);
+            if ((st == NDC__PEER_UNUSED) != (pass == 0))
+                continue;
+            int r = ndc__live_hold(&ch->live, i);
+            if (r == -EAGAIN)
+                continue;   /* a live process has it */
+            if (r == 0 && (r = claim(ch, i, dl)) == 0)
+                return 0;
+            return ndc__fail(r, "joining the channel: %s", r == -ETIMEDOUT || r == -EAGAIN
+                             ? "its lock is held by a live process that does not let go"
+                             : ndc_last_error());
+        }
     }
     return ndc__fail(-EUSERS, "%u processes already attached", ch->seg.g.max_peers);
 }
@@ -162,25 +226,22 @@ void ndc__peer_leave(ndc_chan *ch)
     if (ch->me >= ch->seg.g.max_peers)
         return;
     struct ndc__peer *p = &ch->peers[ch->me];
-    if (p->pid != ch->pid)
-        return;   /* the entry is not ours any more (swept as dead) */
     uint32_t live = NDC__PEER_LIVE;
     if (!atomic_compare_exchange_strong(&p->state, &live, NDC__PEER_GONE))
-        return;
-    if (ndc__trylock(&ch->ctrl->lock, ch->pid) != 0)
+        return;   /* not ours any more (a scribbled entry, retired) */
+    atomic_fetch_add(&ch->in_lock, 1);
+    if (ndc__trylock(&ch->ctrl->lock, ch->me) != 0) {
+        atomic_fetch_sub(&ch->in_lock, 1);
         return;   /* someone else's sweep will finish it */
-    uint32_t before = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
-    retire(ch, ch->me);
+    }
+    uint32_t before = free_count(ch);
+    retire(ch, ch->me, 1);   /* stays GONE: the next sweep or claim clears it */
     /* While the lock is ours anyway, retire the dead too: otherwise what
      * they held comes back only when some survivor next has to wait. */
     uint32_t hw = peers_hw(ch);
-    for (uint32_t i = 0; i < hw; i++) {
-        struct ndc__peer *q = &ch->peers[i];
-        uint32_t st = atomic_load_explicit(&q->state, memory_order_acquire);
-        if (st == NDC__PEER_GONE ||
-            (st == NDC__PEER_LIVE && !ndc__pid_alive(q->pid, q->start_time)))
-            retire(ch, i);
-    }
+    for (uint32_t i = 0; i < hw; i++)
+        if (departed(ch, i))
+            retire(ch, i, 0);
     unlock_and_wake(ch, before);
 }
 
@@ -230,4 +291,18 @@ int ndc__peer_elsewhere(ndc_chan *ch)
     }
     /* alone: only this process's other threads can post; they may run elsewhere */
     return others == 0 && ndc__can_run_elsewhere();
+}
+
+uint32_t ndc__peer_count_alive(const ndc_chan *ch, uint32_t *others)
+{
+    uint32_t hw = peers_hw(ch), n = 0, o = 0;
+    for (uint32_t i = 0; i < hw; i++) {
+        if (atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed) != NDC__PEER_LIVE ||
+            !ndc__peer_alive(ch, i))
+            continue;
+        n++;
+        o += i != ch->me;
+    }
+    *others = o;
+    return n;
 }

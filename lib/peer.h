@@ -1,13 +1,14 @@
 /* The peer table: which processes are attached, what roles they have
- * played, and the sweep that returns what dead ones held. */
+ * played, whether they still run, and the sweep that returns what dead
+ * ones held. */
 #ifndef NDC_PEER_H
 #define NDC_PEER_H
 #include "chan.h"
 #include "wait.h"
 
-/* Enter the segment as a new peer (at attach, and in a forked child).
- * Sweeps dead entries when the table is full. \return 0, -EUSERS, or the
- * lock's errors. */
+/* Enter the segment as a new peer (at attach, and in a forked child): take
+ * an entry whose liveness byte nobody holds, retiring what a dead owner
+ * left in it. \return 0, -EUSERS, or the lock's or liveness lock's errors. */
 int ndc__peer_join(ndc_chan *ch, struct ndc__deadline *dl);
 /* Leave: return held slots, free the entry. Never waits: if the lock is
  * busy, the entry is marked GONE and the next sweep by anyone finishes. */
@@ -15,6 +16,14 @@ void ndc__peer_leave(ndc_chan *ch);
 /* Find peers that died (or left without finishing) and return their slots.
  * \return slots returned, or a lock error. */
 int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl);
+/* Whether peer entry i's process still runs (its liveness byte is held;
+ * this process counts as running). Reads no /proc. */
+int ndc__peer_alive(const ndc_chan *ch, uint32_t i);
+/* The queue lock, taken as this peer; a holder that died is taken over and
+ * the queues rebuilt from the slot states. \return 0 or the lock's errors
+ * (-EAGAIN for timeout 0). */
+int ndc__peer_lock(ndc_chan *ch, struct ndc__deadline *dl);
+void ndc__peer_unlock(ndc_chan *ch);
 /* Publish a role (NDC__PEER_SENT / RECEIVED) of this process, once. */
 void ndc__peer_role(ndc_chan *ch, uint32_t role);
 /* Whether every peer that could feed a waiter on `side` is gone: some peer
@@ -22,5 +31,7 @@ void ndc__peer_role(ndc_chan *ch, uint32_t role);
 int ndc__peer_other_side_gone(ndc_chan *ch, int side);
 /* Whether spinning can pay: some other live peer last ran on another CPU. */
 int ndc__peer_elsewhere(ndc_chan *ch);
+/* Live processes attached, this one included when it is. */
+uint32_t ndc__peer_count_alive(const ndc_chan *ch, uint32_t *others);
 
 #endif

@@ -19,11 +19,12 @@
 #include <string.h>
 
 #include "error.h"
+#include "peer.h"
 #include "queue.h"
 
 static int corrupt(ndc_chan *ch, const char *what)
 {
-    ndc__queue_rebuild(ch);
+    ndc__queue_rebuild(ch, ndc__peer_alive);
     return ndc__fail(-EBADMSG, "channel queue inconsistent (%s); rebuilt from the slot table", what);
 }
 
@@ -45,13 +46,16 @@ int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot)
     uint64_t w = atomic_load_explicit(&ch->slots[idx].state, memory_order_relaxed);
     if (NDC__STATE(w) != (side == NDC__SIDE_FREE ? NDC__FREE : NDC__READY))
         return corrupt(ch, "queued slot in the wrong state");
+    /* The state store is the taking; the counters follow it (a holder that
+     * dies in between leaves a LOANED slot of a dead peer: freed by the
+     * rebuild, its array lost with the receiver that took it). */
+    atomic_store_explicit(&ch->slots[idx].state, new_word, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->sem[side].count, 1, memory_order_relaxed);
     if (side == NDC__SIDE_READY) {
         c->ready_head = head + 1 == n ? 0 : head + 1;
         atomic_store_explicit(&c->received, atomic_load_explicit(&c->received, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     }
-    atomic_fetch_sub_explicit(&c->sem[side].count, 1, memory_order_relaxed);
-    atomic_store_explicit(&ch->slots[idx].state, new_word, memory_order_relaxed);
     *slot = idx;
     return 0;
 }
@@ -75,37 +79,36 @@ int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
         /* A commit races ndc_close, which sets CLOSED without the lock:
          * either this increment comes first (the array was sent before the
          * end of stream, and receivers drain it) or the commit fails. */
+        uint64_t seq = atomic_load_explicit(&c->sent, memory_order_relaxed);
+        ch->slots[slot].seq = seq;
+        ch->ready_idx[(head + cnt) % n] = (uint16_t)slot;
         do {
             if (old & NDC__CLOSED)
                 return -EPIPE;
         } while (!atomic_compare_exchange_weak_explicit(count, &old, old + 1, memory_order_seq_cst,
                                                         memory_order_relaxed));
-        /* counters change here, under the lock, on the line we hold anyway */
-        uint64_t seq = atomic_load_explicit(&c->sent, memory_order_relaxed);
-        ch->slots[slot].seq = seq;
+        /* The state store is the commit. The counters follow it: a holder
+         * that dies in between leaves a READY slot whose seq the rebuild
+         * turns back into `sent`, never a count of an array that is not. */
+        atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
         atomic_store_explicit(&c->sent, seq + 1, memory_order_relaxed);
         atomic_store_explicit(&c->bytes_sent, atomic_load_explicit(&c->bytes_sent, memory_order_relaxed) +
                               ch->slots[slot].nbytes, memory_order_relaxed);
-        ch->ready_idx[(head + cnt) % n] = (uint16_t)slot;
     } else {
         atomic_fetch_add_explicit(count, 1, memory_order_seq_cst);
         ch->free_idx[cnt] = (uint16_t)slot;
+        atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
     }
-    atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
     atomic_store_explicit(&c->sem[side].hint, slot, memory_order_relaxed);
     return 0;
 }
 
-static int peer_live(ndc_chan *ch, uint32_t who)
-{
-    return who < ch->seg.g.max_peers &&
-           atomic_load_explicit(&ch->peers[who].state, memory_order_relaxed) == NDC__PEER_LIVE;
-}
-
-void ndc__queue_rebuild(ndc_chan *ch)
+void ndc__queue_rebuild(ndc_chan *ch, int (*owner_alive)(const ndc_chan *ch, uint32_t peer))
 {
     struct ndc__ctrl *c = ch->ctrl;
     uint32_t n = ch->seg.g.nslots, nfree = 0, nready = 0;
+    int8_t alive[NDC_MAX_PEERS];   /* -1 not asked yet */
+    memset(alive, -1, sizeof alive);
     uint64_t max_seq = 0;
     /* Private work arrays: the sort must not read back indices a peer can
      * scribble on. Each slot's seq is read once. */
@@ -129,8 +132,13 @@ void ndc__queue_rebuild(ndc_chan *ch)
                 max_seq = seq + 1;
             continue;
         }
-        if ((st == NDC__RESERVED || st == NDC__LOANED) && peer_live(ch, NDC__OWNER(w)))
-            continue;
+        uint32_t who = NDC__OWNER(w);
+        if ((st == NDC__RESERVED || st == NDC__LOANED) && who < ch->seg.g.max_peers) {
+            if (alive[who] < 0)
+                alive[who] = (int8_t)!!owner_alive(ch, who);
+            if (alive[who])
+                continue;
+        }
         atomic_store_explicit(&ch->slots[i].state, NDC__WORD(NDC__FREE, 0), memory_order_relaxed);
         ch->free_idx[nfree++] = (uint16_t)i;
     }

@@ -16,8 +16,9 @@ int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot);
 int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word);
 /* Rebuild both queues and counts from the slot states: FREE slots onto the
  * free stack, READY ones into the ring in seq order; a slot whose state is
- * garbage, or RESERVED/LOANED by a peer that is not live, becomes FREE. */
-void ndc__queue_rebuild(ndc_chan *ch);
+ * garbage, or RESERVED/LOANED by a peer that owner_alive says is gone,
+ * becomes FREE. owner_alive is asked at most once per peer. */
+void ndc__queue_rebuild(ndc_chan *ch, int (*owner_alive)(const ndc_chan *ch, uint32_t peer));
 /* Return every slot held (RESERVED or LOANED) by peer `who` to the free
  * stack. \return how many. */
 uint32_t ndc__queue_reclaim(ndc_chan *ch, uint32_t who);

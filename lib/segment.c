@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -103,11 +104,15 @@ int ndc__segment_name(char *out, size_t cap, const char *name)
     if (!name)
         return ndc__fail(-EINVAL, "NULL channel name");
     const char *n = name[0] == '/' ? name + 1 : name;
-    size_t len = strlen(n);
+    size_t len = strnlen(n, NDC_NAME_MAX);
     if (len == 0 || len + 1 > NDC_NAME_MAX || len + 2 > cap || strchr(n, '/') ||
         !strcmp(n, ".") || !strcmp(n, ".."))
-        return ndc__fail(-EINVAL, "bad channel name \"%s\": want 1..%d characters, no '/'", name,
-                         NDC_NAME_MAX - 1);
+        return ndc__fail(-EINVAL, "bad channel name \"%.*s\": want 1..%d characters, no '/'",
+                         NDC_NAME_MAX, name, NDC_NAME_MAX - 1);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)n[i] < 0x20 || n[i] == 0x7f)
+            return ndc__fail(-EINVAL, "bad channel name: control character 0x%02x at %zu",
+                             (unsigned char)n[i], i);
     out[0] = '/';
     memcpy(out + 1, n, len + 1);
     return 0;
@@ -210,15 +215,78 @@ static void init_ctrl(unsigned char *base, const struct ndc__geometry *g, const 
     atomic_store_explicit(&c->magic, NDC__MAGIC, memory_order_release);
 }
 
-static int populate(unsigned char *base, uint64_t len)
+int ndc__segment_claim(const struct ndc__segment *s, uint64_t off, uint64_t len, const char *what)
 {
+    if (len == 0 || fallocate(s->fd, 0, (off_t)off, (off_t)len) == 0)
+        return 0;
+    int e = errno;
+    if (e == EOPNOTSUPP)
+        return 0;   /* a filesystem that cannot say: pages come at first touch, as before */
+    struct statfs fs;
+    char room[96] = "";
+    if (fstatfs(s->fd, &fs) == 0)
+        snprintf(room, sizeof room, " (%.1f MiB free of %.1f MiB)",
+                 (double)fs.f_bavail * (double)fs.f_bsize / (1 << 20),
+                 (double)fs.f_blocks * (double)fs.f_bsize / (1 << 20));
+    int err = e == ENOSPC || e == ENOMEM || e == EDQUOT || e == EFBIG ? (e == ENOMEM ? -ENOMEM : -ENOSPC) : -e;
+    return ndc__fail(err, "no memory for %s (%llu bytes) in %s%s: %s", what, (unsigned long long)len,
+                     s->path[0] ? NDC__SHM_DIR : "an anonymous channel (shared memory)", room,
+                     strerror(e));
+}
+
+/* NDC_POPULATE: the pages exist (claim), and are mapped here too. */
+static int populate(const struct ndc__segment *s, unsigned char *base, uint64_t len)
+{
+    int r = ndc__segment_claim(s, 0, len, "NDC_POPULATE");
+    if (r)
+        return r;
     if (madvise(base, len, MADV_POPULATE_WRITE) == 0)
         return 0;
     if (errno != EINVAL)
-        return ndc__fail(-errno, "NDC_POPULATE: %s", strerror(errno));
+        return ndc__fail(errno == EFAULT ? -ENOMEM : -errno, "NDC_POPULATE: %s", strerror(errno));
     for (uint64_t off = 0; off < len; off += PAGE)   /* kernels before 5.14 */
         ((volatile unsigned char *)base)[off] = 0;
     return 0;
+}
+
+/* An unnamed file in the shm directory, to be linked to its name once
+ * complete (publish). O_TMPFILE where the kernel has it; else a hidden
+ * temporary name, removed at publish. */
+static int unnamed_file(char *tmp, size_t cap)
+{
+    tmp[0] = 0;
+    int fd = open(NDC__SHM_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd;
+    for (int i = 0; i < 100; i++) {
+        snprintf(tmp, cap, NDC__SHM_DIR "/.ndchan-new-%d-%d", (int)getpid(), i);
+        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    return -1;
+}
+
+/* Give the complete file its name; fails with -EEXIST rather than replace. */
+static int publish(int fd, const char *tmp, const char *path)
+{
+    int r;
+    if (tmp[0]) {
+        r = link(tmp, path);
+        unlink(tmp);
+    } else {
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        r = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+        if (r != 0 && errno == ENOENT)   /* no /proc: needs CAP_DAC_READ_SEARCH */
+            r = linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH);
+    }
+    if (r == 0)
+        return 0;
+    if (errno == EEXIST)
+        return ndc__fail(-EEXIST, "channel \"%s\" exists (%s)", path + sizeof NDC__SHM_DIR,
+                         path);
+    return ndc__fail(-errno, "naming the channel %s: %s", path, strerror(errno));
 }
 
 int ndc__segment_create(struct ndc__segment *s, const char *name, const struct ndc_chan_opts *o)
@@ -235,13 +303,22 @@ int ndc__segment_create(struct ndc__segment *s, const char *name, const struct n
             return r;
         huge = r == 0;
     }
+    char path[sizeof s->path] = "", tmp[sizeof s->path + 32] = "";
+    if (name) {
+        snprintf(path, sizeof path, NDC__SHM_DIR "%s", name);
+        /* early and cheap; the link at the end is what decides */
+        if (access(path, F_OK) == 0)
+            return ndc__fail(-EEXIST, "channel \"%s\" exists (%s)", name + 1, path);
+    }
     if (!huge) {
-        fd = name ? shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)
+        fd = name ? unnamed_file(tmp, sizeof tmp)
                   : memfd_create("ndchan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (fd < 0)
-            return ndc__fail(-errno, "%s: %s", name ? "shm_open" : "memfd_create", strerror(errno));
-        if (name && o->mode && fchmod(fd, o->mode) != 0) {
-            r = ndc__fail(-errno, "fchmod 0%o: %s", o->mode, strerror(errno));
+            return ndc__fail(-errno, "%s: %s", name ? "creating a file in " NDC__SHM_DIR : "memfd_create",
+                             strerror(errno));
+        /* exactly the mode asked for: umask plays no part */
+        if (name && fchmod(fd, o->mode ? o->mode : 0600) != 0) {
+            r = ndc__fail(-errno, "fchmod 0%o: %s", o->mode ? o->mode : 0600, strerror(errno));
             goto fail;
         }
         if (ftruncate(fd, (off_t)g.total_size) != 0) {
@@ -256,6 +333,12 @@ int ndc__segment_create(struct ndc__segment *s, const char *name, const struct n
         r = ndc__fail(-errno, "sealing the memfd: %s", strerror(errno));
         goto fail;
     }
+    s->fd = fd;
+    s->g = g;
+    memcpy(s->path, path, sizeof path);
+    /* the control area is written below: its pages must exist first */
+    if ((r = ndc__segment_claim(s, 0, g.payload_off, "the control block")))
+        goto fail;
     unsigned char *base = mmap(NULL, g.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         r = ndc__fail(-errno, "mmap of %llu bytes: %s", (unsigned long long)g.total_size,
@@ -271,19 +354,20 @@ int ndc__segment_create(struct ndc__segment *s, const char *name, const struct n
     r = ndc__numa_place(payload, payload_len, o);
     if (r)
         goto unmap;
-    if ((o->flags & NDC_POPULATE) && (r = populate(base, g.total_size)))
+    if ((o->flags & NDC_POPULATE) && (r = populate(s, base, g.total_size)))
         goto unmap;
     init_ctrl(base, &g, o);
-    s->fd = fd;
+    if (name && (r = publish(fd, tmp, path)))
+        goto unmap;
     s->base = base;
-    s->g = g;
     return 0;
 unmap:
     munmap(base, g.total_size);
 fail:
+    if (tmp[0])
+        unlink(tmp);
     close(fd);
-    if (name)
-        shm_unlink(name);
+    s->fd = -1;
     return r;
 }
 

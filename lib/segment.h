@@ -11,6 +11,16 @@
  *   table_off    struct ndc__slot[nslots]          one header per slot
  *   payload_off  nslots x slot_stride  payloads, page (or huge page) aligned
  *
+ * Liveness locks (live.h) are OFD locks on bytes [0, max_peers) of the
+ * file: byte i is held by the process whose peer entry is i. They are
+ * advisory and touch no data.
+ *
+ * A named channel is built complete on an unnamed file in the shm
+ * directory and only then linked to its name, so an opener never sees a
+ * half-built one; the control area's pages are allocated (fallocate) before
+ * it is written, and a slot's pages before a sender is given them, so a
+ * full shm filesystem is an error code, never SIGBUS.
+ *
  * Every offset is a function of (nslots, slot_bytes, flags): an attacher
  * recomputes them and rejects a segment whose stored values differ, then
  * uses only its own copy. Nothing else in the segment is trusted either:
@@ -24,7 +34,7 @@
 #include "ndchan.h"
 
 #define NDC__MAGIC   0x314e414843444e7full   /* "\x7fNDCHAN1" */
-#define NDC__LAYOUT  1u
+#define NDC__LAYOUT  2u      /* 2: liveness by OFD locks, lock word names a peer entry */
 #define NDC__LINE    64
 
 /* Slot states. The state word is the truth about a slot: the free stack and
@@ -43,7 +53,8 @@ enum { NDC__SIDE_FREE = 0, NDC__SIDE_READY = 1 };
 #define NDC__CLOSED   0x80000000u
 #define NDC__COUNT(v) ((v) & 0x7fffffffu)
 
-/* Lock word: 0, or the holder's pid; the high bit says someone sleeps. */
+/* Lock word: 0, or 1 + the holder's peer entry index (whose liveness lock
+ * says whether it still runs); the high bit says someone sleeps. */
 #define NDC__LOCK_WAITERS 0x80000000u
 
 struct ndc__slot {
@@ -69,13 +80,15 @@ _Static_assert(offsetof(struct ndc__slot, shape) == 40, "shape[0..2] share line 
 enum { NDC__PEER_UNUSED = 0, NDC__PEER_LIVE, NDC__PEER_GONE };
 
 struct ndc__peer {                 /* one line, written by its own process */
-    _Atomic uint32_t state;        /* NDC__PEER_*; others may set LIVE -> GONE */
-    int32_t  pid;
-    uint64_t start_time;           /* /proc/<pid>/stat starttime: tells a reused pid apart */
+    _Atomic uint32_t state;        /* NDC__PEER_*: UNUSED -> LIVE by a joiner holding the entry's
+                                      liveness byte; LIVE -> GONE by its owner; to UNUSED only
+                                      under the queue lock (retire) */
+    int32_t  pid;                  /* in its own pid namespace: for people (ndchan-stat), never
+                                      for decisions */
     _Atomic uint32_t flags;        /* NDC__PEER_RDONLY | SENT | RECEIVED */
     _Atomic int32_t  cpu;          /* where it last ran a call: spin only if elsewhere */
     _Atomic uint32_t sleeping[2];  /* its threads asleep on each semaphore */
-    uint8_t  pad[32];
+    uint8_t  pad[40];
 };
 _Static_assert(sizeof(struct ndc__peer) == NDC__LINE, "one peer per cache line");
 
@@ -144,17 +157,26 @@ int ndc__ctrl_validate(const struct ndc__ctrl *copy, uint64_t file_size, struct 
 /* Validate a copy of a slot header of a ready slot (pure). \return 0 or -EBADMSG. */
 int ndc__slot_validate(const struct ndc__slot *copy, const struct ndc__geometry *g);
 
+/* The shm directory: where shm_open(3) puts names, and where named
+ * channels are built before they are linked. */
+#define NDC__SHM_DIR "/dev/shm"
+
 /* A mapped segment. */
 struct ndc__segment {
     int fd;
     unsigned char *base;       /* the whole mapping: control, table, payloads */
     struct ndc__geometry g;
+    char path[NDC_NAME_MAX + sizeof NDC__SHM_DIR + 1];  /* a named channel's file, "" if anonymous */
 };
 /* Create, size, seal, map and initialise a segment (NUMA placement and
  * population included). name: NULL or a normalised "/name". */
 int ndc__segment_create(struct ndc__segment *s, const char *name, const struct ndc_chan_opts *o);
 /* Map and validate an existing segment; the fd is the caller's to keep. */
 int ndc__segment_attach(struct ndc__segment *s, int fd, uint32_t flags);
+/* Make sure the file's pages [off, off + len) exist, so that touching them
+ * cannot raise SIGBUS. \return 0; -ENOSPC / -ENOMEM with the filesystem
+ * and its free space in ndc_last_error(); what = what they are for. */
+int ndc__segment_claim(const struct ndc__segment *s, uint64_t off, uint64_t len, const char *what);
 void ndc__segment_unmap(struct ndc__segment *s);
 /* "/name" from a user's name; -EINVAL for a bad or NULL one. */
 int ndc__segment_name(char *out, size_t cap, const char *name);

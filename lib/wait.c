@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "ndchan.h"
 #include "wait.h"
 
@@ -35,9 +36,19 @@ int64_t ndc__deadline_left(struct ndc__deadline *d)
     int64_t now = ndc__now_ns();
     if (!d->started) {
         d->started = 1;
-        d->at = now + d->timeout_ns;
+        /* saturating: a timeout near INT64_MAX means "no limit", not "now" */
+        if (__builtin_add_overflow(now, d->timeout_ns, &d->at))
+            d->at = INT64_MAX;
     }
     return d->at > now ? d->at - now : 0;
+}
+
+int ndc__timeout_check(int64_t timeout_ns)
+{
+    if (timeout_ns >= 0 || timeout_ns == NDC_FOREVER)
+        return 0;
+    return ndc__fail(-EINVAL, "timeout %lld ns: negative timeouts other than NDC_FOREVER (-1) "
+                     "are refused", (long long)timeout_ns);
 }
 
 int ndc__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns)

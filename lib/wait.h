@@ -14,6 +14,10 @@ struct ndc__deadline {
     int     started;
 };
 void ndc__deadline_init(struct ndc__deadline *d, int64_t timeout_ns);
+/* A caller's timeout: NDC_FOREVER, 0 or positive. \return 0, or -EINVAL
+ * for any other negative value (a passed deadline, computed as
+ * deadline - now, must not turn into "forever"). */
+int ndc__timeout_check(int64_t timeout_ns);
 /* ns left (INT64_MAX forever, 0 when expired); starts the clock. */
 int64_t ndc__deadline_left(struct ndc__deadline *d);
 

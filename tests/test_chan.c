@@ -1688,7 +1688,7 @@ Test(chan, cancel_returns_the_slot_unpublished, .timeout = 10)
 
 Test(chan, opts_fields_in_design_order, .timeout = 10)
 {
-    /* DESIGN.md's order, positionally: slots, slot_bytes, flags (the
+    /* the original contract's order, positionally: slots, slot_bytes, flags (the
      * fields after them are extensions, zero here on purpose) */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -1700,5 +1700,104 @@ Test(chan, opts_fields_in_design_order, .timeout = 10)
     th_ok(ndc_stat(ch, &st));
     cr_assert_eq(st.slots, 2);
     cr_assert_eq(st.slot_bytes, 4096);
+    ndc_free(ch);
+}
+
+/* ---- waiting until drained ------------------------------------------------ */
+
+static int slow_receiver(void *p)
+{
+    ndc_chan *ch = p;
+    for (int i = 0; i < 3; i++) {
+        struct ndc_array a;
+        CK(ndc_acquire(ch, &a, 5 * SEC) == 0, 1, "acquire %d", i);
+        usleep(50 * 1000);
+        CK(ndc_release(ch, &a) == 0, 2, "release %d", i);
+    }
+    return 0;
+}
+
+static int take_two_and_die(void *p)
+{
+    ndc_chan *ch = p;
+    struct ndc_array a, b;
+    CK(ndc_acquire(ch, &a, 5 * SEC) == 0 && ndc_acquire(ch, &b, 5 * SEC) == 0, 1, "acquire");
+    _exit(0);   /* holding both loans */
+}
+
+static void send3(ndc_chan *ch)
+{
+    for (uint64_t t = 0; t < 3; t++) {
+        struct ndc_array a;
+        int64_t shape[1] = { 4 };
+        th_ok(ndc_array_init(&a, NDC_U8, 1, shape, NULL));
+        a.tag = t;
+        th_ok(ndc_reserve(ch, &a, 0));
+        th_ok(ndc_commit(ch, &a));
+    }
+}
+
+/* JoinableQueue.join(): returns once every array committed before the call
+ * has been released, not before. */
+Test(drain, waits_for_the_last_release, .timeout = 30)
+{
+    ndc_chan *ch = th_chan(4, 64);
+    th_ok(ndc_wait_drained(ch, 0, 0));   /* nothing sent: drained */
+    send3(ch);
+    th_expect(ndc_wait_drained(ch, 0, 0), -EAGAIN);
+    th_expect(ndc_wait_drained(ch, 0, 20 * MS), -ETIMEDOUT);
+    pid_t p = th_fork(slow_receiver, ch);
+    int64_t t0 = th_now_ns();
+    th_ok(ndc_wait_drained(ch, 0, 5 * SEC));
+    int64_t dt = th_now_ns() - t0;
+    struct ndc_stat st = th_stat(ch);
+    cr_assert(st.free == 4 && st.ready == 0 && st.loaned == 0, "drained, yet free %u ready %u loaned %u", st.free,
+              st.ready, st.loaned);
+    cr_assert_geq(dt, 140 * MS, "returned after %lld ms; three 50 ms loans take 150", (long long)(dt / MS));
+    cr_assert_eq(th_wait(p, 5000), 0);
+    th_expect(ndc_wait_drained(ch, 2, 0), -EINVAL);
+    th_expect(ndc_wait_drained(ch, 0, -3), -EINVAL);
+    th_expect(ndc_wait_drained(NULL, 0, 0), -EINVAL);
+    ndc_free(ch);
+}
+
+struct closer { ndc_chan *ch; int64_t after; };
+static void *close_later(void *p)
+{
+    struct closer *c = p;
+    struct timespec ts = { 0, (long)c->after };
+    nanosleep(&ts, NULL);
+    ndc_close(c->ch);
+    return NULL;
+}
+
+/* NDC_DRAIN_CLOSED: also until the stream has ended. */
+Test(drain, closed_waits_for_the_end_of_stream, .timeout = 30)
+{
+    ndc_chan *ch = th_chan(2, 64);
+    th_ok(ndc_wait_drained(ch, 0, 0));
+    th_expect(ndc_wait_drained(ch, NDC_DRAIN_CLOSED, 0), -EAGAIN);
+    struct closer c = { ch, 100 * MS };
+    pthread_t t;
+    pthread_create(&t, NULL, close_later, &c);
+    int64_t t0 = th_now_ns();
+    th_ok(ndc_wait_drained(ch, NDC_DRAIN_CLOSED, 5 * SEC));
+    cr_assert_geq(th_now_ns() - t0, 90 * MS);
+    pthread_join(t, NULL);
+    ndc_free(ch);
+}
+
+/* Arrays left and every receiver dead: -EOWNERDEAD, not forever. */
+Test(drain, dead_receivers_are_reported, .timeout = 30)
+{
+    ndc_chan *ch = th_chan(4, 64);
+    send3(ch);
+    cr_assert_eq(th_wait(th_fork(take_two_and_die, ch), 5000), 0);
+    int64_t t0 = th_now_ns();
+    th_expect(ndc_wait_drained(ch, 0, 5 * SEC), -EOWNERDEAD);
+    cr_assert_lt(th_now_ns() - t0, 200 * MS);
+    struct ndc_stat st = th_stat(ch);
+    cr_assert(st.ready == 1 && st.loaned == 0, "the dead receiver's loans came back: ready %u loaned %u",
+              st.ready, st.loaned);
     ndc_free(ch);
 }

@@ -251,7 +251,7 @@ Test(npy_format, round_trip_all_dtypes)
                     cr_assert_eq(buf[n - 1], '\n');
                     struct ndc__npy_header h;
                     th_ok(ndc__npy_parse(buf, (size_t)n, &h));
-                    cr_assert_eq(h.dtype, t);
+                    cr_assert_eq((int)h.dtype, (int)t);
                     cr_assert_eq(h.ndim, ndims[s]);
                     cr_assert_eq(h.fortran, f);
                     cr_assert_eq(h.data_offset, (uint64_t)n);

@@ -7,9 +7,10 @@
  * stream and the consumer ends on -EPIPE. Every array is checked.
  *
  *   ndchan-demo [--arrays N] [--slots N] [--busy-every K] [--busy-ms MS]
+ *
+ * examples/pipeline.c is the same pipeline as a short program to copy from.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ndchan.h"
 
 struct cfg {
@@ -49,9 +51,12 @@ static double value_of(int i, int64_t k)
 static int producer(ndc_chan *ch, const struct cfg *c)
 {
     for (int i = 0; i < c->arrays; i++) {
-        struct ndc_array a = {.dtype = NDC_F64, .tag = (uint64_t)i};
-        a.ndim = shape_of(i, a.shape);
-        int r = ndc_reserve(ch, &a, NDC_FOREVER);
+        int64_t shape[NDC_MAX_DIMS];
+        struct ndc_array a;
+        int r = ndc_array_init(&a, NDC_F64, shape_of(i, shape), shape, NULL);
+        a.tag = (uint64_t)i;
+        if (!r)
+            r = ndc_reserve(ch, &a, NDC_FOREVER);
         if (r) {
             fprintf(stderr, "producer: reserve: %s\n", ndc_strerror(r));
             return 1;
@@ -113,11 +118,17 @@ static int consumer(ndc_chan *ch, const struct cfg *c)
     return got == c->arrays ? 0 : 1;
 }
 
-static void usage(void)
-{
-    fputs("usage: ndchan-demo [--arrays N] [--slots N] [--busy-every K] [--busy-ms MS]\n", stderr);
-    exit(2);
-}
+static const char help[] =
+    "usage: ndchan-demo [--arrays N] [--slots N] [--busy-every K] [--busy-ms MS]\n"
+    "The classic pipeline in two processes: a producer, a consumer that is\n"
+    "sometimes busy (arrays buffer in the channel, order kept), a clean end.\n"
+    "  -n, --arrays N      arrays to send, 0..1000000 (default 200)\n"
+    "  -s, --slots N       slots of the channel, 1..4096 (default 8)\n"
+    "  -b, --busy-every K  the consumer pauses after every K arrays (0: never; default 50)\n"
+    "  -m, --busy-ms MS    for MS milliseconds, 0..60000 (default 30)\n"
+    "  -h, --help          this text\n"
+    "Exit status: 0 when every array arrived intact and in order, 1 otherwise,\n"
+    "2 on a usage error.\n";
 
 int main(int argc, char **argv)
 {
@@ -126,25 +137,22 @@ int main(int argc, char **argv)
         {"arrays", required_argument, 0, 'n'},   {"slots", required_argument, 0, 's'},
         {"busy-every", required_argument, 0, 'b'}, {"busy-ms", required_argument, 0, 'm'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    cli_init("ndchan-demo", help);
     int o;
-    while ((o = getopt_long(argc, argv, "n:s:b:m:h", opts, NULL)) != -1) {
+    while ((o = cli_getopt(argc, argv, "n:s:b:m:h", opts)) != -1) {
         switch (o) {
-        case 'n': c.arrays = atoi(optarg); break;
-        case 's': c.slots = atoi(optarg); break;
-        case 'b': c.busy_every = atoi(optarg); break;
-        case 'm': c.busy_ms = atoi(optarg); break;
-        default: usage();
+        case 'n': c.arrays = (int)cli_int("--arrays", optarg, 0, 1000000); break;
+        case 's': c.slots = (int)cli_int("--slots", optarg, 1, NDC_MAX_SLOTS); break;
+        case 'b': c.busy_every = (int)cli_int("--busy-every", optarg, 0, 1000000); break;
+        case 'm': c.busy_ms = (int)cli_int("--busy-ms", optarg, 0, 60000); break;
         }
     }
-    if (c.arrays < 0 || c.slots < 1 || c.busy_every < 0 || c.busy_ms < 0)
-        usage();
+    cli_positional(argc, argv, 0, 0);
     struct ndc_chan_opts opt = {.slots = (uint32_t)c.slots, .slot_bytes = 16 << 20};
     ndc_chan *ch;
     int r = ndc_create(&ch, NULL, &opt);   /* anonymous: shared with the child by fork */
-    if (r) {
-        fprintf(stderr, "ndc_create: %s (%s)\n", ndc_strerror(r), ndc_last_error());
-        return 1;
-    }
+    if (r)
+        return cli_fail(r, "ndc_create");
     printf("ndchan-demo: %d float64 arrays of 1-3 dimensions through %d slots\n", c.arrays, c.slots);
     double t0 = now_s();
     fflush(stdout);

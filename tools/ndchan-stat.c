@@ -1,81 +1,419 @@
-/* ndchan-stat: the state of a live named channel.
+/* ndchan-stat: the channels on this machine and what they are doing.
  *
- *   ndchan-stat NAME [--watch SECONDS] [--json]
+ *   ndchan-stat [--json] NAME                  one channel, once
+ *   ndchan-stat --watch [-i S] [-n N] NAME     a live view, refreshed in place
+ *   ndchan-stat --list [--json]                every ndchan channel in /dev/shm
+ *   ndchan-stat --gc [--dry-run] [NAME...]     remove stale channels
  *
- * Attaches receive-only (it never sends, and its mapping of the payloads is
- * read-only), reads ndc_stat, and says in words whether the consumer is idle
- * or the producer is held back. */
-#include <getopt.h>
+ * It attaches receive-only (it never sends or receives, and its mapping of
+ * the payloads is read-only), so it sees what ndc_stat sees. A channel is
+ * stale when no process but ndchan-stat itself is attached: every process
+ * that used it is gone, and only its name keeps it (a producer that was
+ * killed before ndc_unlink; a run that did not clean up). --gc removes
+ * exactly those, never a channel that a live process holds. Files of the
+ * shm directory that are not ndchan channels are left alone, silently. */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ndchan.h"
 
-static void print_text(const char *name, const struct ndc_stat *s)
+#define SHM_DIR "/dev/shm"
+
+static const char help[] =
+    "usage: ndchan-stat [--json] NAME\n"
+    "       ndchan-stat --watch [--interval S] [--count N] [--json] NAME\n"
+    "       ndchan-stat --list [--json]\n"
+    "       ndchan-stat --gc [--dry-run] [--json] [NAME...]\n"
+    "The state of ndchan channels: slots free, ready and on loan, processes\n"
+    "attached, whether the consumer is idle or the producer held back.\n"
+    "  -w, --watch         a live view: arrays/s and GB/s, slots as a bar,\n"
+    "                      receivers idle or busy, senders blocked (Ctrl-C ends it)\n"
+    "  -i, --interval S    seconds between refreshes, 0.05..3600 (default 1)\n"
+    "  -n, --count N       stop after N refreshes (default: until the stream\n"
+    "                      ends and every other process has detached)\n"
+    "  -l, --list          every ndchan channel in " SHM_DIR ": geometry, processes\n"
+    "                      attached, and whether it is live, closed or stale\n"
+    "  -g, --gc            remove stale channels (no process attached any more);\n"
+    "                      with NAMEs, only those of them that are stale\n"
+    "      --dry-run       with --gc: say what would be removed, remove nothing\n"
+    "  -j, --json          JSON on stdout (--watch: one object per line)\n"
+    "  -h, --help          this text\n"
+    "Exit status: 0, 1 on a failure, 2 on a usage error.\n";
+
+struct snap {
+    struct ndc_stat s;
+    unsigned others;        /* processes attached besides ndchan-stat */
+    double t;
+};
+
+static double now(void)
 {
-    printf("%s: %u slots of %.1f MiB: %u free, %u ready, %u on loan; %u processes attached%s\n",
-           name, s->slots, s->slot_bytes / 1048576.0, s->free, s->ready, s->loaned, s->attached,
-           s->closed ? "; CLOSED (end of stream)" : "");
-    printf("  sent %llu arrays (%.1f MiB), received %llu\n", (unsigned long long)s->sent,
-           s->bytes_sent / 1048576.0, (unsigned long long)s->received);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int take(ndc_chan *ch, struct snap *p)
+{
+    int r = ndc_stat(ch, &p->s);
+    if (r)
+        return r;
+    p->others = p->s.attached > 0 ? p->s.attached - 1 : 0;   /* not counting ourselves */
+    p->t = now();
+    return 0;
+}
+
+static const char *state_of(const struct ndc_stat *s)
+{
+    return s->stale ? "stale" : s->closed ? "closed" : "live";
+}
+
+/* ---- one channel ---------------------------------------------------------- */
+
+static void print_text(const char *name, const struct snap *p)
+{
+    const struct ndc_stat *s = &p->s;
+    char b[32];
+    printf("%s: %u slots of %s: %u free, %u ready, %u on loan; %u processes attached%s\n", name,
+           s->slots, cli_bytes(s->slot_bytes, b, sizeof b), s->free, s->ready, s->loaned,
+           p->others, s->stale ? "; STALE (every process that used it is gone)"
+                      : s->closed ? "; CLOSED (end of stream)" : "");
+    printf("  sent %" PRIu64 " arrays (%s), received %" PRIu64 "\n", s->sent,
+           cli_bytes(s->bytes_sent, b, sizeof b), s->received);
     if (s->receivers_waiting)
-        printf("  %u receiver(s) asleep on an empty channel: the consumer is idle\n", s->receivers_waiting);
+        printf("  %u receiver(s) asleep on an empty channel: the consumer is idle\n",
+               s->receivers_waiting);
     if (s->senders_waiting)
         printf("  %u sender(s) asleep on a full channel: backpressure, the consumer is behind\n",
                s->senders_waiting);
 }
 
-static void print_json(const char *name, const struct ndc_stat *s)
+static void json_fields(const struct snap *p)
 {
-    printf("{\"name\":\"%s\",\"slots\":%u,\"free\":%u,\"ready\":%u,\"loaned\":%u,\"attached\":%u,"
-           "\"receivers_waiting\":%u,\"senders_waiting\":%u,\"closed\":%u,\"sent\":%llu,"
-           "\"received\":%llu,\"bytes_sent\":%llu,\"slot_bytes\":%llu}\n",
-           name, s->slots, s->free, s->ready, s->loaned, s->attached, s->receivers_waiting,
-           s->senders_waiting, s->closed, (unsigned long long)s->sent,
-           (unsigned long long)s->received, (unsigned long long)s->bytes_sent,
-           (unsigned long long)s->slot_bytes);
+    const struct ndc_stat *s = &p->s;
+    printf("\"state\":\"%s\",\"slots\":%u,\"slot_bytes\":%" PRIu64 ",\"free\":%u,\"ready\":%u,"
+           "\"loaned\":%u,\"attached\":%u,\"receivers_waiting\":%u,\"senders_waiting\":%u,"
+           "\"closed\":%s,\"stale\":%s,\"sent\":%" PRIu64 ",\"received\":%" PRIu64
+           ",\"bytes_sent\":%" PRIu64,
+           state_of(s), s->slots, s->slot_bytes, s->free, s->ready, s->loaned, p->others,
+           s->receivers_waiting, s->senders_waiting, s->closed ? "true" : "false",
+           s->stale ? "true" : "false", s->sent, s->received, s->bytes_sent);
+}
+
+static void print_json(const char *name, const struct snap *p)
+{
+    printf("{\"name\":");
+    cli_json_str(name);
+    putchar(',');
+    json_fields(p);
+    printf("}\n");
+}
+
+/* ---- --watch ---------------------------------------------------------------- */
+
+/* Slots as a bar of at most 40 cells: '#' ready, '=' on loan, '.' free. */
+static void bar(char *out, const struct ndc_stat *s)
+{
+    unsigned w = s->slots < 40 ? s->slots : 40;
+    unsigned r = s->slots ? (unsigned)((uint64_t)s->ready * w / s->slots) : 0;
+    unsigned l = s->slots ? (unsigned)((uint64_t)s->loaned * w / s->slots) : 0;
+    if (s->ready && !r && r + l < w)
+        r = 1;   /* something ready always shows */
+    if (s->loaned && !l && r + l < w)
+        l = 1;
+    unsigned i = 0;
+    for (; i < r; i++)
+        out[i] = '#';
+    for (; i < r + l; i++)
+        out[i] = '=';
+    for (; i < w; i++)
+        out[i] = '.';
+    out[w] = '\0';
+}
+
+static int watch_lines;   /* lines drawn last time, to redraw in place */
+
+static void draw_watch(const char *name, const struct snap *p, double arrays_s, double gb_s,
+                       int json, int tty)
+{
+    const struct ndc_stat *s = &p->s;
+    if (json) {
+        printf("{\"name\":");
+        cli_json_str(name);
+        printf(",\"arrays_per_s\":%.1f,\"gb_per_s\":%.4f,", arrays_s, gb_s);
+        json_fields(p);
+        printf("}\n");
+        fflush(stdout);
+        return;
+    }
+    if (tty && watch_lines)
+        printf("\033[%dA\033[J", watch_lines);   /* back to the top of the last frame */
+    char b[32], cells[41];
+    bar(cells, s);
+    printf("%s  %u slots x %s  %u processes attached  %s\n", name, s->slots,
+           cli_bytes(s->slot_bytes, b, sizeof b), p->others, state_of(s));
+    printf("  rate       %10.1f arrays/s  %8.3f GB/s   sent %" PRIu64 ", received %" PRIu64 "\n",
+           arrays_s, gb_s, s->sent, s->received);
+    printf("  slots      [%s]  %u free, %u ready (#), %u on loan (=)\n", cells, s->free,
+           s->ready, s->loaned);
+    if (s->receivers_waiting)
+        printf("  receivers  idle: %u asleep on an empty channel\n", s->receivers_waiting);
+    else if (!p->others)
+        printf("  receivers  none: no other process is attached\n");
+    else if (s->ready || s->loaned)
+        printf("  receivers  busy: arrays are waiting or on loan\n");
+    else
+        printf("  receivers  none waiting, nothing ready\n");
+    if (s->senders_waiting)
+        printf("  senders    blocked: %u asleep on a full channel (the consumer is behind)\n",
+               s->senders_waiting);
+    else
+        printf("  senders    not blocked\n");
+    watch_lines = 5;
+    if (!tty)
+        putchar('\n');
+    fflush(stdout);
+}
+
+static int one_channel(const char *name, int json, int watch, double interval, long count)
+{
+    ndc_chan *ch;
+    int r = ndc_open(&ch, name, NDC_RDONLY);
+    if (r)
+        return cli_fail(r, name);
+    struct snap prev, cur;
+    if ((r = take(ch, &prev))) {
+        ndc_free(ch);
+        return cli_fail(r, "ndc_stat");
+    }
+    if (!watch) {
+        json ? print_json(name, &prev) : print_text(name, &prev);
+        ndc_free(ch);
+        return 0;
+    }
+    int tty = isatty(STDOUT_FILENO);
+    for (long i = 0; count < 0 || i < count; i++) {
+        if (i > 0) {
+            struct timespec ts = { (time_t)interval, (long)((interval - (double)(time_t)interval) * 1e9) };
+            nanosleep(&ts, NULL);
+        }
+        if ((r = take(ch, &cur))) {
+            ndc_free(ch);
+            return cli_fail(r, "ndc_stat");
+        }
+        double dt = cur.t - prev.t;
+        double arrays_s = i && dt > 0 ? (double)(cur.s.sent - prev.s.sent) / dt : 0;
+        double gb_s = i && dt > 0 ? (double)(cur.s.bytes_sent - prev.s.bytes_sent) / dt / 1e9 : 0;
+        draw_watch(name, &cur, arrays_s, gb_s, json, tty);
+        prev = cur;
+        /* nothing more will happen: drained after the end, and alone */
+        if (count < 0 && cur.s.closed && cur.s.stale && !cur.s.ready && !cur.s.loaned)
+            break;
+    }
+    ndc_free(ch);
+    return 0;
+}
+
+/* ---- --list and --gc --------------------------------------------------------- */
+
+struct entry {
+    char name[NDC_NAME_MAX + 1];
+    int err;                /* 0, or why it could not be read (-EACCES, ...) */
+    struct snap p;
+};
+
+/* Every ndchan channel in the shm directory, sorted by name. Objects that
+ * are not ndchan segments (-EPROTO: other programs' shm, semaphores) are
+ * skipped; one that cannot be opened at all is listed with the reason. */
+static int scan(struct entry **out, size_t *n)
+{
+    struct dirent **list;
+    int k = scandir(SHM_DIR, &list, NULL, alphasort);
+    if (k < 0) {
+        fprintf(stderr, "%s: %s: %s\n", cli_prog(), SHM_DIR, strerror(errno));
+        return -1;
+    }
+    struct entry *e = calloc((size_t)k + 1, sizeof *e);
+    if (!e) {
+        perror(cli_prog());
+        return -1;
+    }
+    size_t m = 0;
+    for (int i = 0; i < k; i++) {
+        const char *d = list[i]->d_name;
+        struct stat st;
+        char path[sizeof SHM_DIR + 256];
+        snprintf(path, sizeof path, SHM_DIR "/%s", d);
+        int regular = lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+        if (d[0] == '.' || !regular || strlen(d) + 1 > NDC_NAME_MAX) {
+            free(list[i]);
+            continue;
+        }
+        ndc_chan *ch;
+        int r = ndc_open(&ch, d, NDC_RDONLY);
+        if (r == 0) {
+            r = take(ch, &e[m].p);
+            ndc_free(ch);
+        }
+        if (r != -EPROTO && r != -EINVAL) {
+            snprintf(e[m].name, sizeof e[m].name, "%s", d);
+            e[m].err = r;
+            m++;
+        }
+        free(list[i]);
+    }
+    free(list);
+    *out = e;
+    *n = m;
+    return 0;
+}
+
+static int list_channels(int json)
+{
+    struct entry *e;
+    size_t n;
+    if (scan(&e, &n))
+        return 1;
+    int w = 24;   /* the name column: as wide as the longest name */
+    for (size_t i = 0; i < n; i++)
+        if ((int)strlen(e[i].name) > w)
+            w = (int)strlen(e[i].name);
+    if (json)
+        printf("[");
+    else if (n)
+        printf("%-*s %6s %10s %5s %5s %6s %9s  %s\n", w, "NAME", "SLOTS", "SLOT_SIZE", "READY",
+               "LOAN", "PROCS", "SENT", "STATE");
+    else
+        printf("no ndchan channels in %s\n", SHM_DIR);
+    for (size_t i = 0; i < n; i++) {
+        const struct ndc_stat *s = &e[i].p.s;
+        if (json) {
+            printf("%s\n {\"name\":", i ? "," : "");
+            cli_json_str(e[i].name);
+            if (e[i].err) {
+                printf(",\"error\":");
+                cli_json_str(ndc_strerror(e[i].err));
+            } else {
+                putchar(',');
+                json_fields(&e[i].p);
+            }
+            putchar('}');
+        } else if (e[i].err) {
+            printf("%-*s %s\n", w, e[i].name, ndc_strerror(e[i].err));
+        } else {
+            char b[32];
+            printf("%-*s %6u %10s %5u %5u %6u %9" PRIu64 "  %s\n", w, e[i].name, s->slots,
+                   cli_bytes(s->slot_bytes, b, sizeof b), s->ready, s->loaned, e[i].p.others,
+                   s->sent, state_of(s));
+        }
+    }
+    if (json)
+        printf("%s]\n", n ? "\n" : "");
+    free(e);
+    return 0;
+}
+
+/* Whether --gc's NAME list (empty: every channel) holds name. */
+static int wanted(const char *name, char **names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i] + (names[i][0] == '/'), name))
+            return 1;
+    return n == 0;
+}
+
+static int gc(int dry_run, int json, char **names, int nnames)
+{
+    struct entry *e;
+    size_t n;
+    if (scan(&e, &n))
+        return 1;
+    int rc = 0, any = 0;
+    if (json)
+        printf("[");
+    for (size_t i = 0; i < n; i++) {
+        /* stale: no process but us was attached when we looked */
+        if (e[i].err || !e[i].p.s.stale || !wanted(e[i].name, names, nnames))
+            continue;
+        int r = dry_run ? 0 : ndc_unlink(e[i].name);
+        if (r)
+            rc = 1;
+        const struct ndc_stat *s = &e[i].p.s;
+        uint64_t lost = s->sent - s->received;
+        if (json) {
+            printf("%s\n {\"name\":", any ? "," : "");
+            cli_json_str(e[i].name);
+            printf(",\"removed\":%s,\"unreceived\":%" PRIu64, !dry_run && !r ? "true" : "false", lost);
+            if (r) {
+                printf(",\"error\":");
+                cli_json_str(ndc_strerror(r));
+            }
+            putchar('}');
+        } else if (r) {
+            fprintf(stderr, "%s: %s: %s\n", cli_prog(), e[i].name, ndc_strerror(r));
+        } else {
+            printf("%s %s (%s, %" PRIu64 " arrays never received)\n",
+                   dry_run ? "would remove" : "removed", e[i].name,
+                   s->closed ? "closed" : "never closed", lost);
+        }
+        any = 1;
+    }
+    if (json)
+        printf("%s]\n", any ? "\n" : "");
+    else if (!any)
+        printf("no stale channels in %s\n", SHM_DIR);
+    free(e);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    double watch = 0;
-    int json = 0, o;
-    static const struct option opts[] = {{"watch", required_argument, 0, 'w'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    while ((o = getopt_long(argc, argv, "w:jh", opts, NULL)) != -1) {
-        if (o == 'w')
-            watch = atof(optarg);
-        else if (o == 'j')
-            json = 1;
-        else
-            goto usage;
-    }
-    if (optind != argc - 1)
-        goto usage;
-    const char *name = argv[optind];
-    ndc_chan *ch;
-    int r = ndc_open(&ch, name, NDC_RDONLY);
-    if (r) {
-        fprintf(stderr, "ndchan-stat: %s: %s (%s)\n", name, ndc_strerror(r), ndc_last_error());
-        return 1;
-    }
-    do {
-        struct ndc_stat s;
-        if ((r = ndc_stat(ch, &s))) {
-            fprintf(stderr, "ndchan-stat: %s: %s\n", name, ndc_strerror(r));
-            break;
+    enum { OPT_DRY_RUN = 256 };
+    static const struct option longopts[] = {
+        { "watch", no_argument, NULL, 'w' },      { "interval", required_argument, NULL, 'i' },
+        { "count", required_argument, NULL, 'n' }, { "list", no_argument, NULL, 'l' },
+        { "gc", no_argument, NULL, 'g' },         { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+        { "json", no_argument, NULL, 'j' },       { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    cli_init("ndchan-stat", help);
+    int watch = 0, list = 0, do_gc = 0, dry_run = 0, json = 0, interval_set = 0, c;
+    double interval = 1;
+    long count = -1;
+    while ((c = cli_getopt(argc, argv, "wi:n:lgjh", longopts)) != -1) {
+        switch (c) {
+        case 'w': watch = 1; break;
+        case 'i': interval = cli_double("--interval", optarg, 0.05, 3600); interval_set = 1; break;
+        case 'n': count = (long)cli_int("--count", optarg, 1, 1000000000); break;
+        case 'l': list = 1; break;
+        case 'g': do_gc = 1; break;
+        case OPT_DRY_RUN: dry_run = 1; break;
+        case 'j': json = 1; break;
         }
-        s.attached -= s.attached > 0;   /* not counting ourselves */
-        json ? print_json(name, &s) : print_text(name, &s);
-        fflush(stdout);
-        if (watch > 0)
-            usleep((useconds_t)(watch * 1e6));
-    } while (watch > 0);
-    ndc_free(ch);
-    return r ? 1 : 0;
-usage:
-    fputs("usage: ndchan-stat NAME [--watch SECONDS] [--json]\n", stderr);
-    return 2;
+    }
+    if (watch + list + do_gc > 1)
+        cli_usage("--watch, --list and --gc exclude each other");
+    if (dry_run && !do_gc)
+        cli_usage("--dry-run goes with --gc");
+    if ((interval_set || count >= 0) && !watch)
+        cli_usage("--interval and --count go with --watch");
+    if (list) {
+        cli_positional(argc, argv, 0, 0);
+        return list_channels(json);
+    }
+    if (do_gc) {
+        int n = cli_positional(argc, argv, 0, -1);
+        return gc(dry_run, json, argv + optind, n);
+    }
+    cli_positional(argc, argv, 1, 1);
+    return one_channel(argv[optind], json, watch, interval, count);
 }

@@ -19,71 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "chan.h"
+#include "cli.h"
 #include "ndchan.h"
-#include "numa.h"
-
-static const char *prog = "ndchan-topo";
-
-static int fail(int err, const char *what)
-{
-    const char *detail = ndc_last_error();
-    fprintf(stderr, "%s: %s: %s%s%s\n", prog, what, ndc_strerror(err),
-            *detail ? ": " : "", detail);
-    return 1;
-}
-
-static const char *human_bytes(uint64_t b, char *buf, size_t n)
-{
-    static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
-    double v = (double)b;
-    int u = 0;
-    while (v >= 1024 && u < 5) {
-        v /= 1024;
-        u++;
-    }
-    if (u == 0)
-        snprintf(buf, n, "%" PRIu64 " B", b);
-    else
-        snprintf(buf, n, v >= 100 || v == (double)(uint64_t)v ? "%.0f %s" : "%.1f %s", v, unit[u]);
-    return buf;
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
-static int utf8_len(const unsigned char *s)
-{
-    int n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
-          : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
-    if (n == 2 && s[0] < 0xc2)
-        return 0;   /* overlong */
-    for (int i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    return n;
-}
-
-/* A JSON string: names and paths come from the system and may hold bytes
- * that are not UTF-8; those become U+FFFD so the output always parses. */
-static void json_str(const char *str)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    putchar('"');
-    while (*s) {
-        int n = utf8_len(s);
-        if (n == 0) {
-            fputs("\\ufffd", stdout);
-            s++;
-        } else if (*s == '"' || *s == '\\') {
-            printf("\\%c", *s++);
-        } else if (*s < 0x20) {
-            printf("\\u%04x", *s++);
-        } else {
-            fwrite(s, 1, (size_t)n, stdout);
-            s += n;
-        }
-    }
-    putchar('"');
-}
+#include "topo.h"
 
 /* The CPUs this process may run on, as a list ("0-3,8"), for the suggestion. */
 static const char *my_cpus(char *buf, size_t n)
@@ -111,20 +49,20 @@ static const char *my_cpus(char *buf, size_t n)
 
 struct advice {
     int have_pair;
-    struct ndc__cpu_pair pair;
+    struct ndc_cpu_pair pair;
     int pair_err;
 };
 
-static const char *node_cpus(const struct ndc__topo_desc *d, int node)
+static const char *node_cpus(const struct topo_desc *d, int node)
 {
     for (size_t i = 0; i < d->nitems; i++)
-        if (d->items[i].kind == NDC__IT_NODE && d->items[i].os_index == node)
+        if (d->items[i].kind == TOPO_NODE && d->items[i].os_index == node)
             return d->items[i].cpus;
     return "?";
 }
 
 /* "0-3" from core numbers a..b, or "0,2,5" */
-static void print_core_run(const struct ndc__topo_item *it, size_t n)
+static void print_core_run(const struct topo_item *it, size_t n)
 {
     for (size_t i = 0; i < n; ) {
         size_t j = i;
@@ -137,34 +75,34 @@ static void print_core_run(const struct ndc__topo_item *it, size_t n)
     }
 }
 
-static void print_human(const struct ndc__topo_desc *d, const struct advice *a, const char *source)
+static void print_human(const struct topo_desc *d, const struct advice *a, const char *source)
 {
     char b1[32];
     printf("%s: %d package%s, %d NUMA node%s, %d cores, %d CPUs, %s memory (hwloc %s)\n\n",
            source, d->packages, d->packages == 1 ? "" : "s", d->nodes, d->nodes == 1 ? "" : "s",
-           d->cores, d->pus, human_bytes(d->memory, b1, sizeof b1), d->version);
+           d->cores, d->pus, cli_bytes(d->memory, b1, sizeof b1), d->version);
     for (size_t i = 1; i < d->nitems; i++) {   /* item 0 is the machine: said above */
-        const struct ndc__topo_item *it = &d->items[i];
+        const struct topo_item *it = &d->items[i];
         int indent = 2 * (it->depth - 1);
         char label[64];
         switch (it->kind) {
-        case NDC__IT_PACKAGE:
+        case TOPO_PACKAGE:
             snprintf(label, sizeof label, "package %d", it->os_index);
             break;
-        case NDC__IT_GROUP:
+        case TOPO_GROUP:
             snprintf(label, sizeof label, "group");
             break;
-        case NDC__IT_NODE:
+        case TOPO_NODE:
             snprintf(label, sizeof label, "node %d  %s%s", it->os_index,
-                     human_bytes(it->bytes, b1, sizeof b1), it->npus ? "" : "  (no CPU)");
+                     cli_bytes(it->bytes, b1, sizeof b1), it->npus ? "" : "  (no CPU)");
             break;
-        case NDC__IT_CACHE:
+        case TOPO_CACHE:
             snprintf(label, sizeof label, "L%d %s  shared by %d cores", it->level,
-                     human_bytes(it->bytes, b1, sizeof b1), it->ncores);
+                     cli_bytes(it->bytes, b1, sizeof b1), it->ncores);
             break;
-        case NDC__IT_CORE: {
+        case TOPO_CORE: {
             size_t n = 1;
-            while (i + n < d->nitems && d->items[i + n].kind == NDC__IT_CORE &&
+            while (i + n < d->nitems && d->items[i + n].kind == TOPO_CORE &&
                    d->items[i + n].depth == it->depth)
                 n++;
             printf("%*s%s ", indent, "", n == 1 ? "core" : "cores");
@@ -198,7 +136,7 @@ static void print_human(const struct ndc__topo_desc *d, const struct advice *a, 
         printf("  none: %s (%s)\n", ndc_strerror(a->pair_err), ndc_last_error());
         return;
     }
-    const struct ndc__cpu_pair *p = &a->pair;
+    const struct ndc_cpu_pair *p = &a->pair;
     printf("  producer    cpu %d\n  consumer    cpu %d\n", p->producer, p->consumer);
     if (!strcmp(p->shared, "core"))
         printf("  why         the only core: two hardware threads of it\n");
@@ -230,39 +168,39 @@ static void print_human(const struct ndc__topo_desc *d, const struct advice *a, 
 static const char *kind_name(int k)
 {
     switch (k) {
-    case NDC__IT_MACHINE: return "machine";
-    case NDC__IT_PACKAGE: return "package";
-    case NDC__IT_GROUP:   return "group";
-    case NDC__IT_NODE:    return "node";
-    case NDC__IT_CACHE:   return "cache";
-    case NDC__IT_CORE:    return "core";
+    case TOPO_MACHINE: return "machine";
+    case TOPO_PACKAGE: return "package";
+    case TOPO_GROUP:   return "group";
+    case TOPO_NODE:    return "node";
+    case TOPO_CACHE:   return "cache";
+    case TOPO_CORE:    return "core";
     default:              return "?";
     }
 }
 
-static void print_json(const struct ndc__topo_desc *d, const struct advice *a, const char *source)
+static void print_json(const struct topo_desc *d, const struct advice *a, const char *source)
 {
     printf("{\"source\":");
-    json_str(source);
+    cli_json_str(source);
     printf(",\"hwloc\":");
-    json_str(d->version);
+    cli_json_str(d->version);
     printf(",\"packages\":%d,\"nodes\":%d,\"cores\":%d,\"pus\":%d,\"memory\":%" PRIu64,
            d->packages, d->nodes, d->cores, d->pus, d->memory);
     printf(",\n \"numa_nodes\":[");
     int first = 1;
     for (size_t i = 0; i < d->nitems; i++) {
-        const struct ndc__topo_item *it = &d->items[i];
-        if (it->kind != NDC__IT_NODE)
+        const struct topo_item *it = &d->items[i];
+        if (it->kind != TOPO_NODE)
             continue;
         printf("%s{\"node\":%d,\"memory\":%" PRIu64 ",\"cores\":%d,\"pus\":%d,\"cpus\":",
                first ? "" : ",", it->os_index, it->bytes, it->ncores, it->npus);
-        json_str(it->cpus);
+        cli_json_str(it->cpus);
         putchar('}');
         first = 0;
     }
     printf("],\n \"tree\":[");
     for (size_t i = 0; i < d->nitems; i++) {
-        const struct ndc__topo_item *it = &d->items[i];
+        const struct topo_item *it = &d->items[i];
         printf("%s\n  {\"kind\":\"%s\",\"depth\":%d", i ? "," : "", kind_name(it->kind), it->depth);
         if (it->os_index >= 0)
             printf(",\"os_index\":%d", it->os_index);
@@ -271,7 +209,7 @@ static void print_json(const struct ndc__topo_desc *d, const struct advice *a, c
         if (it->bytes)
             printf(",\"bytes\":%" PRIu64, it->bytes);
         printf(",\"cores\":%d,\"pus\":%d,\"cpus\":", it->ncores, it->npus);
-        json_str(it->cpus);
+        cli_json_str(it->cpus);
         putchar('}');
     }
     printf("],\n \"distances\":");
@@ -293,13 +231,13 @@ static void print_json(const struct ndc__topo_desc *d, const struct advice *a, c
     printf(",\n \"suggestion\":");
     if (!a->have_pair) {
         printf("{\"error\":");
-        json_str(ndc_strerror(a->pair_err));
+        cli_json_str(ndc_strerror(a->pair_err));
         putchar('}');
     } else {
-        const struct ndc__cpu_pair *p = &a->pair;
+        const struct ndc_cpu_pair *p = &a->pair;
         const char *pol = d->nodes <= 1 ? "first_touch" : p->node >= 0 ? "bind" : "near_receiver";
         printf("{\"producer_cpu\":%d,\"consumer_cpu\":%d,\"shared\":", p->producer, p->consumer);
-        json_str(p->shared);
+        cli_json_str(p->shared);
         printf(",\"node\":%d,\"numa_policy\":\"%s\"", p->node, pol);
         if (!strcmp(pol, "bind"))
             printf(",\"numa_node\":%d", p->node);
@@ -336,33 +274,29 @@ static int show_machine(const char *input, int json)
     const char *desc = input;
     if (input && access(input, R_OK) == 0) {   /* a file: hwloc XML */
         if (!(xml = slurp(input))) {
-            fprintf(stderr, "%s: %s: %s\n", prog, input, strerror(errno));
+            fprintf(stderr, "%s: %s: %s\n", cli_prog(), input, strerror(errno));
             return 1;
         }
         desc = xml;
     }
-    struct ndc__topo *t = NULL;
-    int r = ndc__topo_load(&t, desc);
-    free(xml);
-    if (r)
-        return fail(r, input ? "loading the topology" : "reading this machine's topology");
-    struct ndc__topo_desc *d = NULL;
-    if ((r = ndc__topo_describe(t, &d))) {
-        ndc__topo_free(t);
-        return fail(r, "describing the topology");
+    struct topo_desc *d = NULL;
+    int r = topo_describe(desc, &d);
+    if (r) {
+        free(xml);
+        return cli_fail(r, input ? "loading the topology" : "reading this machine's topology");
     }
     struct advice a = { 0 };
     char cpus[1024];
     /* this machine: within the CPUs we may use (taskset, cgroup) */
-    r = ndc__suggest_pair(t, input ? NULL : my_cpus(cpus, sizeof cpus), &a.pair);
+    r = ndc_topo_suggest(desc, input ? NULL : my_cpus(cpus, sizeof cpus), &a.pair);
     a.have_pair = r == 0;
     a.pair_err = r;
+    free(xml);
     if (json)
         print_json(d, &a, input ? input : "this machine");
     else
         print_human(d, &a, input ? input : "this machine");
-    ndc__topo_desc_free(d);
-    ndc__topo_free(t);
+    topo_desc_free(d);
     return 0;
 }
 
@@ -383,26 +317,26 @@ static int show_channel(const char *name, int json)
     ndc_chan *ch;
     int r = ndc_open(&ch, name, NDC_RDONLY);
     if (r)
-        return fail(r, name);
+        return cli_fail(r, name);
     struct ndc_stat st;
-    struct ndc__payload pl;
-    ndc__chan_payload(ch, &pl);
     if ((r = ndc_stat(ch, &st))) {
         ndc_free(ch);
-        return fail(r, "ndc_stat");
+        return cli_fail(r, "ndc_stat");
     }
     uint64_t counts[1024];
     int span = ndc_numa_where(ch, counts, 1024);
     if (span < 0) {
         ndc_free(ch);
-        return fail(span, "where are the pages");
+        return cli_fail(span, "where are the pages");
     }
     if (span > 1024)
         span = 1024;
     uint32_t pol = 0;
     uint64_t nodes = 0;
-    int pr = ndc__numa_area_policy(pl.base, &pol, &nodes);
-    uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), total = pl.len / pg, resident = 0;
+    int pr = ndc_numa_policy(ch, &pol, &nodes);
+    /* every slot's payload starts on a page: the pages the payload spans */
+    uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t total = st.slots * ((st.slot_bytes + pg - 1) / pg), resident = 0;
     int best = -1;
     for (int i = 0; i < span; i++) {
         resident += counts[i];
@@ -412,7 +346,7 @@ static int show_channel(const char *name, int json)
     char b1[32], b2[32];
     if (json) {
         printf("{\"channel\":");
-        json_str(name);
+        cli_json_str(name);
         printf(",\"slots\":%u,\"slot_bytes\":%" PRIu64 ",\"attached\":%u,\"page_size\":%" PRIu64
                ",\"pages\":%" PRIu64 ",\"resident\":%" PRIu64 ",\"policy\":",
                st.slots, st.slot_bytes, st.attached, pg, total, resident);
@@ -438,7 +372,7 @@ static int show_channel(const char *name, int json)
         printf("]}\n");
     } else {
         printf("channel %s: %u slots x %s, %u processes attached (this one included)\n", name, st.slots,
-               human_bytes(st.slot_bytes, b1, sizeof b1), st.attached);
+               cli_bytes(st.slot_bytes, b1, sizeof b1), st.attached);
         if (pr == 0) {
             printf("  policy     %s", pol == NDC_NUMA_BIND ? "bind/preferred" : policy_name(pol));
             for (int i = 0, f = 1; i < 64; i++)
@@ -449,7 +383,7 @@ static int show_channel(const char *name, int json)
             putchar('\n');
         }
         printf("  resident   %" PRIu64 " of %" PRIu64 " pages (%s of %s)\n", resident, total,
-               human_bytes(resident * pg, b1, sizeof b1), human_bytes(total * pg, b2, sizeof b2));
+               cli_bytes(resident * pg, b1, sizeof b1), cli_bytes(total * pg, b2, sizeof b2));
         for (int i = 0; i < span; i++)
             if (counts[i])
                 printf("  node %-5d %" PRIu64 " pages  %5.1f%%\n", i, counts[i],
@@ -465,16 +399,18 @@ static int show_channel(const char *name, int json)
     return 0;
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: %s [--json] [--input DESC|FILE.xml]\n"
-        "       %s [--json] --channel NAME\n"
-        "Shows the machine (packages, NUMA nodes, shared caches, cores) and a\n"
-        "producer/consumer placement; with --channel, where a channel's pages are.\n"
-        "--input takes an hwloc synthetic description (\"pack:2 numa:2 core:4 pu:2\")\n"
-        "or an XML file written by `lstopo file.xml` on another machine.\n", prog, prog);
-}
+static const char help[] =
+    "usage: ndchan-topo [--json] [--input DESC|FILE.xml] | [--json] --channel NAME\n"
+    "Shows the machine (packages, NUMA nodes, shared caches, cores, node\n"
+    "distances) and a producer/consumer placement; with --channel, where a\n"
+    "channel's payload pages are now.\n"
+    "  -j, --json          one JSON object on stdout\n"
+    "  -c, --channel NAME  a named channel's pages per node, and its policy\n"
+    "  -i, --input DESC    another machine: an hwloc synthetic description\n"
+    "                      (\"pack:2 numa:2 core:4 pu:2\") or an XML file written\n"
+    "                      by `lstopo file.xml` there\n"
+    "  -h, --help          this text\n"
+    "Exit status: 0, 1 on a failure, 2 on a usage error.\n";
 
 int main(int argc, char **argv)
 {
@@ -485,20 +421,18 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
+    cli_init("ndchan-topo", help);
     int json = 0, opt;
     const char *channel = NULL, *input = NULL;
-    while ((opt = getopt_long(argc, argv, "jc:i:h", longopts, NULL)) != -1) {
+    while ((opt = cli_getopt(argc, argv, "jc:i:h", longopts)) != -1) {
         switch (opt) {
         case 'j': json = 1; break;
         case 'c': channel = optarg; break;
         case 'i': input = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default:  usage(stderr); return 2;
         }
     }
-    if (optind < argc || (channel && input)) {
-        usage(stderr);
-        return 2;
-    }
+    cli_positional(argc, argv, 0, 0);
+    if (channel && input)
+        cli_usage("--channel and --input exclude each other");
     return channel ? show_channel(channel, json) : show_machine(input, json);
 }

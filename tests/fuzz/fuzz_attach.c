@@ -83,11 +83,8 @@ static void use_live(const uint8_t *data, size_t size, const struct ndc__geometr
             l += 2;
         memcpy(m + l * NDC__LINE, data + off + 2, n);
     }
-    /* a lock word naming a live process would only make the run slow */
-    struct ndc__ctrl *c = (struct ndc__ctrl *)m;
-    uint32_t holder = atomic_load(&c->lock) & ~NDC__LOCK_WAITERS;
-    if (holder && ndc__pid_alive((int32_t)holder, 0))
-        atomic_store(&c->lock, 0);
+    /* whatever the lock word says, its holder is dead: nobody holds a
+     * liveness byte of this fresh file */
     munmap(m, g->payload_off);
 
     ndc_chan *ch = NULL;
@@ -230,7 +227,7 @@ int main(int argc, char **argv)
     put(dir, "trunc_ctrl", buf, sizeof(struct ndc__ctrl) - 1);
     put(dir, "no_file_size", buf, sizeof(struct ndc__ctrl));
     struct { size_t off; uint8_t val; const char *nm; } mut[] = {
-        { 0, 0x7e, "bad_magic" }, { 8, 2, "layout2" }, { 12, 4, "flag_unknown" }, { 16, 5, "nslots5" },
+        { 0, 0x7e, "bad_magic" }, { 8, 3, "layout3" }, { 12, 4, "flag_unknown" }, { 16, 5, "nslots5" },
         { 20, 0, "max_peers0" }, { 24, 1, "slot_bytes_plus" }, { 32, 0, "stride0" }, { 40, 0xff, "peers_off" },
         { 48, 0, "table_off0" }, { 56, 1, "payload_off1" }, { 64, 0xff, "total_size" }, { 71, 0x80, "total_size_hi" },
     };
@@ -247,7 +244,7 @@ int main(int argc, char **argv)
         { 3, 0, 0x7fffffff, 4, "rec_free_count_huge" },
         { 4, 0, 9, 4, "rec_ready_count_over" },
         { 5, 32, 0xffffffffffffull, 8, "rec_idx_garbage" },
-        { (uint16_t)(g.peers_off / 64), 0, 1 | (0x7ffffffeull << 32), 8, "rec_peer_live_dead_pid" },
+        { (uint16_t)(g.peers_off / 64), 0, 1 | (0x7ffffffeull << 32), 8, "rec_peer_live_nobody" },
         { (uint16_t)(g.peers_off / 64 + 1), 0, 9, 4, "rec_peer_state_garbage" },
         { (uint16_t)(g.table_off / 64), 0, NDC__WORD(NDC__READY, 0), 8, "rec_slot_ready_bad_header" },
         { (uint16_t)(g.table_off / 64), 0, NDC__WORD(NDC__LOANED, 3), 8, "rec_slot_loaned_by_nobody" },

@@ -1,506 +1,6 @@
 /*
- * .npy files: the format (headers on byte buffers) and the streaming of
- * files into and out of channels.
- *
- * Format. See npy.h for the layout. The header is a Python literal; we parse
- * the small subset numpy writes (a dict of strings, True/False and tuples of
- * integers, Python 2's "3L" included) with a hand-written scanner that never
- * reads past `len`, rather than evaluate anything. Every rejection names its
- * reason through ndc__fail().
- *
- * Decisions a user sees:
- *  - big-endian payloads are read as they are, then byte-swapped in the slot
- *    before the commit: the receiver always gets this host's byte order;
- *  - Fortran-order files are transposed into C order on read (through a
- *    temporary buffer of the payload's size): the receiver sees the same
- *    shape and values np.load() gives, in the C-order slot a channel carries.
- *    Files whose Fortran and C layouts coincide (at most one extent > 1) are
- *    read straight into the slot;
- *  - the file must hold exactly the header and the payload.
- */
-#include <errno.h>
-#include <limits.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <string.h>
-
-#include "error.h"
-#include "npy.h"
-
-static const uint8_t npy_magic[6] = { 0x93, 'N', 'U', 'M', 'P', 'Y' };
-
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define HOST_ORDER '<'
-#else
-#define HOST_ORDER '>'
-#endif
-
-/* ---- dtypes ------------------------------------------------------------ */
-
-static const struct { char kind; uint8_t size; } npy_types[NDC_DTYPE_LAST + 1] = {
-    [NDC_BOOL] = { 'b', 1 },
-    [NDC_I8]  = { 'i', 1 }, [NDC_I16] = { 'i', 2 }, [NDC_I32] = { 'i', 4 }, [NDC_I64] = { 'i', 8 },
-    [NDC_U8]  = { 'u', 1 }, [NDC_U16] = { 'u', 2 }, [NDC_U32] = { 'u', 4 }, [NDC_U64] = { 'u', 8 },
-    [NDC_F16] = { 'f', 2 }, [NDC_BF16] = { 0, 2 }, [NDC_F32] = { 'f', 4 }, [NDC_F64] = { 'f', 8 },
-    [NDC_C64] = { 'c', 8 }, [NDC_C128] = { 'c', 16 },
-};
-
-static size_t npy_esize(enum ndc_dtype t)
-{
-    return (t >= NDC_BOOL && t <= NDC_DTYPE_LAST) ? npy_types[t].size : 0;
-}
-
-/* numpy's rule, whatever the order of the extents: the product of the
- * non-zero extents times the item size must fit in int64 (np.load says
- * "array is too big" otherwise, even when another extent is 0); the payload
- * is 0 bytes if any extent is 0. */
-static int npy_payload_size(enum ndc_dtype t, int ndim, const int64_t *shape, uint64_t *out)
-{
-    uint64_t n = npy_esize(t);
-    int zero = 0;
-    for (int i = 0; i < ndim; i++) {
-        uint64_t e = (uint64_t)shape[i];
-        if (e == 0) {
-            zero = 1;
-            continue;
-        }
-        if (n > (uint64_t)INT64_MAX / e)
-            return ndc__fail(-EOVERFLOW, "npy: the payload size of 'shape' overflows int64");
-        n *= e;
-    }
-    *out = zero ? 0 : n;
-    return 0;
-}
-
-const char *ndc__npy_descr(enum ndc_dtype t)
-{
-    static const char *const names[NDC_DTYPE_LAST + 1] = {
-        [NDC_BOOL] = "|b1", [NDC_I8] = "|i1", [NDC_U8] = "|u1",
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        [NDC_I16] = "<i2", [NDC_I32] = "<i4", [NDC_I64] = "<i8",
-        [NDC_U16] = "<u2", [NDC_U32] = "<u4", [NDC_U64] = "<u8",
-        [NDC_F16] = "<f2", [NDC_F32] = "<f4", [NDC_F64] = "<f8",
-        [NDC_C64] = "<c8", [NDC_C128] = "<c16",
-#else
-        [NDC_I16] = ">i2", [NDC_I32] = ">i4", [NDC_I64] = ">i8",
-        [NDC_U16] = ">u2", [NDC_U32] = ">u4", [NDC_U64] = ">u8",
-        [NDC_F16] = ">f2", [NDC_F32] = ">f4", [NDC_F64] = ">f8",
-        [NDC_C64] = ">c8", [NDC_C128] = ">c16",
-#endif
-        [NDC_BF16] = "bfloat16",
-    };
-    return (t >= NDC_BOOL && t <= NDC_DTYPE_LAST) ? names[t] : NULL;
-}
-
-/* descr string s[0..n) -> dtype and whether to swap. */
-static int npy_descr_parse(const char *s, size_t n, enum ndc_dtype *t, int *swap)
-{
-    if (n == 8 && memcmp(s, "bfloat16", 8) == 0) {
-        *t = NDC_BF16;
-        *swap = 0;
-        return 0;
-    }
-    if (n < 3 || n > 4)
-        goto unsupported;
-    char order = s[0], kind = s[1];
-    if (order != '<' && order != '>' && order != '|' && order != '=')
-        goto unsupported;
-    unsigned size = 0;
-    for (size_t i = 2; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            goto unsupported;
-        size = size * 10 + (unsigned)(s[i] - '0');
-    }
-    for (int i = NDC_BOOL; i <= NDC_DTYPE_LAST; i++) {
-        /* bfloat16's entry has no kind letter: a NUL in the descr must not match it */
-        if (!npy_types[i].kind || npy_types[i].kind != kind || npy_types[i].size != size)
-            continue;
-        /* '|' (not applicable) and '=' (native) mean this host's order, as numpy reads them */
-        *t = (enum ndc_dtype)i;
-        *swap = size > 1 && (order == '<' || order == '>') && order != HOST_ORDER;
-        return 0;
-    }
-unsupported:
-    return ndc__fail(-ENOTSUP, "npy: descr '%.*s' is not a dtype ndchan carries "
-                     "(bool, int/uint 8-64, float16/32/64, bfloat16, complex64/128)",
-                     (int)(n > 40 ? 40 : n), s);
-}
-
-/* ---- the header literal ------------------------------------------------ */
-
-struct scan {
-    const char *p, *end;
-};
-
-static void skip_ws(struct scan *s)
-{
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
-}
-
-static bool eat(struct scan *s, char c)
-{
-    skip_ws(s);
-    if (s->p < s->end && *s->p == c) {
-        s->p++;
-        return true;
-    }
-    return false;
-}
-
-/* A quoted string without escapes: out points into the buffer. */
-static int scan_string(struct scan *s, const char **out, size_t *n)
-{
-    skip_ws(s);
-    if (s->p >= s->end || (*s->p != '\'' && *s->p != '"'))
-        return ndc__fail(-EBADMSG, "npy header: expected a quoted string");
-    char q = *s->p++;
-    const char *start = s->p;
-    while (s->p < s->end && *s->p != q) {
-        if (*s->p == '\\' || *s->p == '\n')
-            return ndc__fail(-EBADMSG, "npy header: escapes and newlines in strings are not taken");
-        s->p++;
-    }
-    if (s->p >= s->end)
-        return ndc__fail(-EBADMSG, "npy header: unterminated string");
-    *out = start;
-    *n = (size_t)(s->p - start);
-    s->p++;
-    return 0;
-}
-
-static bool scan_word(struct scan *s, const char *w)
-{
-    size_t n = strlen(w);
-    skip_ws(s);
-    if ((size_t)(s->end - s->p) >= n && memcmp(s->p, w, n) == 0) {
-        const char *after = s->p + n;
-        if (after < s->end && ((*after >= 'a' && *after <= 'z') || (*after >= 'A' && *after <= 'Z') ||
-                               (*after >= '0' && *after <= '9') || *after == '_'))
-            return false;
-        s->p = after;
-        return true;
-    }
-    return false;
-}
-
-/* '(' [int (',' int)* [',']] ')', with a single element needing its comma
- * as in Python: "(3)" is the integer 3, which numpy rejects too. */
-static int scan_shape(struct scan *s, int *ndim, int64_t *shape)
-{
-    if (!eat(s, '('))
-        return ndc__fail(-EBADMSG, "npy header: 'shape' is not a tuple");
-    int n = 0;
-    bool comma = false;
-    for (;;) {
-        skip_ws(s);
-        if (eat(s, ')'))
-            break;
-        if (n > 0 && !comma)
-            return ndc__fail(-EBADMSG, "npy header: 'shape' is malformed");
-        bool neg = eat(s, '-');
-        skip_ws(s);
-        if (s->p >= s->end || *s->p < '0' || *s->p > '9')
-            return ndc__fail(-EBADMSG, "npy header: 'shape' holds something other than integers");
-        uint64_t v = 0;
-        bool big = false;
-        while (s->p < s->end && *s->p >= '0' && *s->p <= '9') {
-            unsigned d = (unsigned)(*s->p++ - '0');
-            if (v > ((uint64_t)INT64_MAX - d) / 10)
-                big = true;
-            else
-                v = v * 10 + d;
-        }
-        if (s->p < s->end && (*s->p == 'L' || *s->p == 'l'))
-            s->p++;                     /* Python 2's long suffix */
-        if (neg && v != 0)
-            return ndc__fail(-EBADMSG, "npy header: negative extent -%llu in 'shape'",
-                             (unsigned long long)v);
-        if (big)
-            return ndc__fail(-EOVERFLOW, "npy header: an extent of 'shape' overflows int64");
-        if (n == NDC_MAX_DIMS)
-            return ndc__fail(-ENOTSUP, "npy header: more than NDC_MAX_DIMS (%d) dimensions",
-                             NDC_MAX_DIMS);
-        shape[n++] = (int64_t)v;
-        comma = eat(s, ',');
-        if (n == 1 && !comma) {
-            skip_ws(s);
-            if (s->p < s->end && *s->p == ')')
-                return ndc__fail(-EBADMSG, "npy header: 'shape' (%lld) is not a tuple (no comma)",
-                                 (long long)v);
-        }
-    }
-    *ndim = n;
-    return 0;
-}
-
-int ndc__npy_header_size(const void *buf, size_t len, uint64_t *data_offset)
-{
-    const uint8_t *b = buf;
-    if (len < NDC__NPY_PREFIX_MIN || memcmp(b, npy_magic, sizeof npy_magic) != 0)
-        return ndc__fail(-EBADMSG, len < NDC__NPY_PREFIX_MIN && len >= 6 &&
-                         memcmp(b, npy_magic, 6) == 0 ? "npy: truncated before the header"
-                         : "npy: not a .npy file (bad magic)");
-    uint8_t major = b[6], minor = b[7];
-    uint64_t prefix, hlen;
-    if (major == 1 && minor == 0) {
-        prefix = 10;
-        hlen = (uint64_t)b[8] | (uint64_t)b[9] << 8;
-    } else if ((major == 2 || major == 3) && minor == 0) {
-        if (len < 12)
-            return ndc__fail(-EBADMSG, "npy: truncated before the header");
-        prefix = 12;
-        hlen = (uint64_t)b[8] | (uint64_t)b[9] << 8 | (uint64_t)b[10] << 16 | (uint64_t)b[11] << 24;
-    } else {
-        return ndc__fail(-ENOTSUP, "npy: format version %u.%u (1.0, 2.0, 3.0 are taken)",
-                         major, minor);
-    }
-    if (hlen > NDC__NPY_HEADER_MAX)
-        return ndc__fail(-EBADMSG, "npy: header length %llu above the limit of %u",
-                         (unsigned long long)hlen, NDC__NPY_HEADER_MAX);
-    *data_offset = prefix + hlen;
-    return 0;
-}
-
-int ndc__npy_parse(const void *buf, size_t len, struct ndc__npy_header *out)
-{
-    uint64_t off;
-    int err = ndc__npy_header_size(buf, len, &off);
-    if (err)
-        return err;
-    if (off > len)
-        return ndc__fail(-EBADMSG, "npy: header says %llu bytes, only %zu present",
-                         (unsigned long long)off, len);
-    const uint8_t *b = buf;
-    struct ndc__npy_header h = { .major = b[6], .minor = b[7], .data_offset = off };
-    struct scan s = { (const char *)b + (b[6] == 1 ? 10 : 12), (const char *)b + off };
-
-    if (!eat(&s, '{'))
-        return ndc__fail(-EBADMSG, "npy header: not a dict literal");
-    bool have_descr = false, have_fortran = false, have_shape = false;
-    for (;;) {
-        if (eat(&s, '}'))
-            break;
-        const char *key;
-        size_t klen;
-        if ((err = scan_string(&s, &key, &klen)))
-            return err;
-        if (!eat(&s, ':'))
-            return ndc__fail(-EBADMSG, "npy header: expected ':' after a key");
-        if (klen == 5 && memcmp(key, "descr", 5) == 0) {
-            if (have_descr)
-                return ndc__fail(-EBADMSG, "npy header: 'descr' given twice");
-            have_descr = true;
-            skip_ws(&s);
-            if (s.p < s.end && *s.p == '[')
-                return ndc__fail(-ENOTSUP, "npy: structured dtypes are not taken");
-            const char *d;
-            size_t dlen;
-            if ((err = scan_string(&s, &d, &dlen)))
-                return err;
-            if ((err = npy_descr_parse(d, dlen, &h.dtype, &h.swap)))
-                return err;
-        } else if (klen == 13 && memcmp(key, "fortran_order", 13) == 0) {
-            if (have_fortran)
-                return ndc__fail(-EBADMSG, "npy header: 'fortran_order' given twice");
-            have_fortran = true;
-            if (scan_word(&s, "True"))
-                h.fortran = 1;
-            else if (scan_word(&s, "False"))
-                h.fortran = 0;
-            else
-                return ndc__fail(-EBADMSG, "npy header: 'fortran_order' is not True or False");
-        } else if (klen == 5 && memcmp(key, "shape", 5) == 0) {
-            if (have_shape)
-                return ndc__fail(-EBADMSG, "npy header: 'shape' given twice");
-            have_shape = true;
-            if ((err = scan_shape(&s, &h.ndim, h.shape)))
-                return err;
-        } else {
-            return ndc__fail(-EBADMSG, "npy header: unexpected key '%.*s'",
-                             (int)(klen > 40 ? 40 : klen), key);
-        }
-        if (!eat(&s, ',')) {
-            if (eat(&s, '}'))
-                break;
-            return ndc__fail(-EBADMSG, "npy header: expected ',' or '}' after a value");
-        }
-    }
-    skip_ws(&s);
-    /* what follows the dict: padding only (numpy pads with spaces, we also
-     * allow NULs some writers use) */
-    while (s.p < s.end && *s.p == '\0')
-        s.p++;
-    if (s.p != s.end)
-        return ndc__fail(-EBADMSG, "npy header: bytes after the dict literal");
-    if (!have_descr || !have_fortran || !have_shape)
-        return ndc__fail(-EBADMSG, "npy header: missing key '%s'",
-                         !have_descr ? "descr" : !have_fortran ? "fortran_order" : "shape");
-
-    uint64_t n;
-    int r = npy_payload_size(h.dtype, h.ndim, h.shape, &n);
-    if (r)
-        return r;
-    if (off > (uint64_t)INT64_MAX - n)
-        return ndc__fail(-EOVERFLOW, "npy: header plus payload overflows int64");
-    h.nbytes = n;
-    *out = h;
-    return 0;
-}
-
-int ndc__npy_check_size(const struct ndc__npy_header *h, uint64_t file_size)
-{
-    uint64_t want = h->data_offset + h->nbytes;
-    if (file_size < want)
-        return ndc__fail(-EBADMSG, "npy: file has %llu bytes, header and shape need %llu "
-                         "(truncated, or the header lies)",
-                         (unsigned long long)file_size, (unsigned long long)want);
-    if (file_size > want)
-        return ndc__fail(-EBADMSG, "npy: %llu bytes after the array (header says %llu in all)",
-                         (unsigned long long)(file_size - want), (unsigned long long)want);
-    return 0;
-}
-
-/* ---- writing ------------------------------------------------------------ */
-
-int64_t ndc__npy_format(void *buf, size_t cap, enum ndc_dtype t, int ndim,
-                        const int64_t *shape, int fortran, size_t align)
-{
-    const char *descr = ndc__npy_descr(t);
-    if (!descr || ndim < 0 || ndim > NDC_MAX_DIMS || (ndim > 0 && !shape))
-        return ndc__fail(-EINVAL, "npy: bad dtype %d or ndim %d", (int)t, ndim);
-    if (align == 0)
-        align = NDC__NPY_ALIGN;
-    if (align < NDC__NPY_ALIGN || (align & (align - 1)) || align > NDC__NPY_HEADER_MAX)
-        return ndc__fail(-EINVAL, "npy: header alignment %zu is not a power of two in 64..%u",
-                         align, NDC__NPY_HEADER_MAX);
-    /* the dict, as numpy's repr() of it reads */
-    char dict[64 + NDC_MAX_DIMS * 22];
-    size_t n = (size_t)snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': %s, 'shape': (",
-                                descr, fortran ? "True" : "False");
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0)
-            return ndc__fail(-EINVAL, "npy: negative extent %lld", (long long)shape[i]);
-        n += (size_t)snprintf(dict + n, sizeof dict - n, i ? ", %lld" : "%lld", (long long)shape[i]);
-    }
-    n += (size_t)snprintf(dict + n, sizeof dict - n, "%s), }", ndim == 1 ? "," : "");
-
-    size_t prefix = 10;
-    size_t total = (prefix + n + 1 + align - 1) & ~(align - 1);
-    if (total - prefix > 65535) {
-        prefix = 12;
-        total = (prefix + n + 1 + align - 1) & ~(align - 1);
-    }
-    if (total > cap)
-        return ndc__fail(-ENOSPC, "npy: header needs %zu bytes, buffer has %zu", total, cap);
-    uint8_t *b = buf;
-    size_t hlen = total - prefix;
-    memcpy(b, npy_magic, sizeof npy_magic);
-    b[6] = prefix == 10 ? 1 : 2;
-    b[7] = 0;
-    b[8] = (uint8_t)hlen;
-    b[9] = (uint8_t)(hlen >> 8);
-    if (prefix == 12) {
-        b[10] = (uint8_t)(hlen >> 16);
-        b[11] = (uint8_t)(hlen >> 24);
-    }
-    memcpy(b + prefix, dict, n);
-    memset(b + prefix + n, ' ', hlen - n - 1);
-    b[total - 1] = '\n';
-    return (int64_t)total;
-}
-
-/* ---- payload transforms ------------------------------------------------- */
-
-void ndc__npy_swap(void *p, size_t nbytes, enum ndc_dtype t)
-{
-    size_t w = npy_esize(t);
-    if (t == NDC_C64 || t == NDC_C128)
-        w /= 2;                         /* real and imaginary parts separately */
-    uint8_t *b = p;
-    /* one loop per width, each a load, a byte swap and a store */
-#define SWAP_EACH(bits)                                                 \
-    for (size_t i = 0; i + (bits) / 8 <= nbytes; i += (bits) / 8) {     \
-        uint##bits##_t v;                                               \
-        memcpy(&v, b + i, (bits) / 8);                                  \
-        v = __builtin_bswap##bits(v);                                   \
-        memcpy(b + i, &v, (bits) / 8);                                  \
-    }
-    switch (w) {
-    case 2: SWAP_EACH(16); break;
-    case 4: SWAP_EACH(32); break;
-    case 8: SWAP_EACH(64); break;
-    default:
-        break;
-    }
-#undef SWAP_EACH
-}
-
-int ndc__npy_f_is_c(int ndim, const int64_t *shape)
-{
-    int big = 0;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] == 0)
-            return 1;
-        big += shape[i] > 1;
-    }
-    return big <= 1;
-}
-
-/* Walk the destination in C order while the source is addressed by its own
- * strides: an odometer over all but the last axis, a tight loop over it. */
-static void copy_strided(uint8_t *dst, const uint8_t *src, size_t esize, int ndim,
-                         const int64_t *shape, const int64_t *sstrides)
-{
-    if (ndim == 0) {
-        memcpy(dst, src, esize);
-        return;
-    }
-    for (int i = 0; i < ndim; i++)
-        if (shape[i] == 0)
-            return;
-    int64_t idx[NDC_MAX_DIMS] = { 0 };
-    int last = ndim - 1;
-    int64_t inner = shape[last], is = sstrides[last];
-    for (;;) {
-        if (is == (int64_t)esize) {
-            memcpy(dst, src, (size_t)inner * esize);
-            dst += (size_t)inner * esize;
-        } else {
-            const uint8_t *q = src;
-            for (int64_t j = 0; j < inner; j++, q += is, dst += esize)
-                memcpy(dst, q, esize);
-        }
-        int k = last - 1;
-        for (; k >= 0; k--) {
-            src += sstrides[k];
-            if (++idx[k] < shape[k])
-                break;
-            src -= sstrides[k] * shape[k];
-            idx[k] = 0;
-        }
-        if (k < 0)
-            return;
-    }
-}
-
-void ndc__npy_f2c(void *dst, const void *src, size_t esize, int ndim, const int64_t *shape)
-{
-    int64_t st[NDC_MAX_DIMS];
-    int64_t s = (int64_t)esize;
-    for (int i = 0; i < ndim; i++) {
-        st[i] = s;
-        s *= shape[i];
-    }
-    copy_strided(dst, src, esize, ndim, shape, st);
-}
-
-void ndc__npy_gather(void *dst, const struct ndc_array *a, size_t esize)
-{
-    copy_strided(dst, a->data, esize, a->ndim, a->shape, a->strides);
-}
-
-/* ==== streaming files into and out of channels ===========================
+ * .npy files streamed into and out of channels (the format itself is
+ * npy_codec.c).
  *
  * Loading. Each file in flight is a job: its header is read and checked
  * (synchronously: a few hundred bytes) before a slot is reserved, so a bad
@@ -525,13 +25,20 @@ void ndc__npy_gather(void *dst, const struct ndc_array *a, size_t esize)
  * O_DIRECT when the payload length is block aligned: the header is then
  * padded to 4096 bytes so the payload starts block aligned.
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "chan.h"
+#include "error.h"
 #include "io.h"
+#include "npy.h"
+#include "wait.h"
 
 #define CHUNK       (8u << 20)     /* bytes per request */
 #define JOB_REQS    4              /* requests in flight per file */
@@ -611,7 +118,10 @@ static void dio_align(int fd, uint32_t *mem, uint32_t *off)
     }
 }
 
-int ndc__npy_open(const char *path, struct ndc__npy_header *h)
+/* Open a .npy file for reading and read, parse and size-check its header.
+ * Never blocks on a FIFO (refused: not a regular file). \return the fd,
+ * or -errno with a detail in ndc_last_error(). */
+static int npy_open(const char *path, struct ndc__npy_header *h)
 {
     /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer, past
      * any timeout; it is refused as not a regular file below, and the flag
@@ -659,13 +169,26 @@ int ndc__npy_open(const char *path, struct ndc__npy_header *h)
     return fd;
 }
 
+int ndc_npy_peek(const char *path, struct ndc_array *a)
+{
+    if (!path || !a)
+        return ndc__fail(-EINVAL, "npy: NULL argument");
+    struct ndc__npy_header h;
+    int fd = npy_open(path, &h);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    /* the header passed ndc__npy_parse: a valid dtype, ndim and shape */
+    return ndc_array_init(a, h.dtype, h.ndim, h.shape, NULL);
+}
+
 /* Open a file and read and check its header; nothing is reserved yet. */
 static int job_open(struct job *j, const char *path)
 {
     j->fd = j->dfd = -1;
     j->path = path;
     j->err = 0;
-    int fd = ndc__npy_open(path, &j->h);
+    int fd = npy_open(path, &j->h);
     if (fd < 0)
         return fd;
     j->fd = fd;
@@ -841,7 +364,7 @@ static int job_commit(struct job *j, ndc_chan *ch)
         return ndc__fail(-EIO, "npy: %s: %llu bytes were never read", j->path,
                          (unsigned long long)j->left);
     if (j->bounce)
-        ndc__npy_f2c(j->a.data, j->bounce, npy_esize(j->h.dtype), j->h.ndim, j->h.shape);
+        ndc__npy_f2c(j->a.data, j->bounce, ndc_dtype_size(j->h.dtype), j->h.ndim, j->h.shape);
     if (j->h.swap)
         ndc__npy_swap(j->a.data, j->h.nbytes, j->h.dtype);
     return ndc_commit(ch, &j->a);
@@ -960,6 +483,9 @@ out:
 
 int ndc_npy_read(ndc_chan *ch, const char *path, uint64_t tag, int64_t timeout_ns)
 {
+    int err = ndc__timeout_check(timeout_ns);
+    if (err)
+        return err;
     if (!path)
         return ndc__fail(-EINVAL, "npy: NULL path");
     int r = load_files(ch, &path, 1, &tag, timeout_ns, NULL);
@@ -1013,11 +539,11 @@ int ndc_npy_write(const struct ndc_array *a, const char *path)
     size_t nbytes = ndc_array_nbytes(a);
     if (nbytes == SIZE_MAX)
         return ndc__fail(-EINVAL, "npy: invalid array (dtype %d, ndim %d)", (int)a->dtype, a->ndim);
-    size_t esize = npy_esize(a->dtype);
+    size_t esize = ndc_dtype_size(a->dtype);
     if (nbytes && !a->data)
         return ndc__fail(-EINVAL, "npy: NULL data");
     uint64_t numpy_size;
-    int r = npy_payload_size(a->dtype, a->ndim, a->shape, &numpy_size);
+    int r = ndc__shape_bytes(esize, a->ndim, a->shape, 1, &numpy_size);
     if (r)
         return r;   /* a file np.load (and ndc_npy_read) would refuse */
     /* like np.save: C-contiguous as is, Fortran-contiguous as fortran_order,
@@ -1033,7 +559,7 @@ int ndc_npy_write(const struct ndc_array *a, const char *path)
     if (!c && !f) {
         if (!(tmp = malloc(nbytes)))
             return ndc__fail(-ENOMEM, "npy: no memory to gather %zu bytes", nbytes);
-        ndc__npy_gather(tmp, a, esize);
+        ndc__copy_to_c(tmp, a, nbytes);
         src = tmp;
     }
     struct ndc__io *io = NULL;
