@@ -48,6 +48,7 @@ __all__ = ["Channel", "Queue", "EndOfStream", "ChannelClosed", "PeerDead", "Stat
            "unlink", "strerror", "npy_write", "pin_cpu", "suggest_cpus", "RDONLY", "POPULATE",
            "HUGEPAGES"]
 
+__version__ = _ndchan.library_version
 RDONLY = _ndchan.RDONLY
 POPULATE = _ndchan.POPULATE
 HUGEPAGES = _ndchan.HUGEPAGES
@@ -92,6 +93,8 @@ def _numpy():
 def _code(dtype):
     """ndchan code of a numpy dtype (native byte order assumed), or TypeError."""
     np = _numpy()
+    if isinstance(dtype, str) and dtype == "bfloat16" and _BF16 is None:
+        _dtype(_ndchan.BF16)             # the error that names ml_dtypes
     dt = np.dtype(dtype)
     code = _CODE.get(dt)
     if code is not None:

@@ -437,13 +437,13 @@ static PyGetSetDef loan_getset[] = {
     {"exports", (getter)loan_get_exports, NULL, "buffers exported now", NULL},
     {"writable", (getter)loan_get_writable, NULL, "a reservation", NULL},
     {"committed", (getter)loan_get_committed, NULL, "committed (reservations)", NULL},
-    {NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMethodDef loan_methods[] = {
     {"commit", (PyCFunction)loan_commit, METH_NOARGS,
      "Publish the reserved array (views of it must no longer be used)."},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot loan_slots[] = {
@@ -683,8 +683,13 @@ static PyObject *chan_recv_into(ChanObject *self, PyObject *args, PyObject *kw)
     if (r == WAIT_PYERR)
         return NULL;
     if (r == -EMSGSIZE) {
-        PyErr_Format(PyExc_OSError, "[Errno %d] the array needs %zu bytes, the buffer has %zd "
-                     "(it waits for the next receive)", EMSGSIZE, ndc_array_nbytes(&k.a), v.len);
+        PyObject *e = PyObject_CallFunction(PyExc_OSError, "iN", EMSGSIZE, PyUnicode_FromFormat(
+            "the array needs %zu bytes, the buffer has %zd (it waits for the next receive)",
+            ndc_array_nbytes(&k.a), v.len));
+        if (e) {
+            PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+            Py_DECREF(e);
+        }
         return NULL;
     }
     if (r)
@@ -780,6 +785,34 @@ static PyObject *chan_acquire(ChanObject *self, PyObject *args, PyObject *kw)
 }
 
 /* ---- channel: state --------------------------------------------------------------- */
+
+struct drain_ctx { ndc_chan *ch; uint32_t flags; };
+static int drain_fn(void *c, int64_t t)
+{
+    struct drain_ctx *d = c;
+    return ndc_wait_drained(d->ch, d->flags, t);
+}
+
+static PyObject *chan_wait_drained(ChanObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwl[] = {"timeout", "closed", NULL};
+    PyObject *tmo = NULL;
+    int closed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Op", kwl, &tmo, &closed))
+        return NULL;
+    int64_t t = timeout_ns(tmo);
+    if (t == -2)
+        return NULL;
+    struct drain_ctx d = {.flags = closed ? NDC_DRAIN_CLOSED : 0};
+    if (!(d.ch = chan_get(self)))
+        return NULL;
+    int r = wait_sliced(self, drain_fn, &d, t);
+    if (r == WAIT_PYERR)
+        return NULL;
+    if (r)
+        return raise_ndc(r, 0);
+    Py_RETURN_NONE;
+}
 
 static PyObject *chan_close(ChanObject *self, PyObject *unused)
 {
@@ -979,7 +1012,7 @@ static PyGetSetDef chan_getset[] = {
     {"flags", (getter)chan_get_flags, NULL, "open flags (RDONLY)", NULL},
     {"detached", (getter)chan_get_detached, NULL, "detach() was called", NULL},
     {"loans", (getter)chan_get_loans, NULL, "live loans of this handle", NULL},
-    {NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMethodDef chan_methods[] = {
@@ -996,6 +1029,9 @@ static PyMethodDef chan_methods[] = {
     {"detach", (PyCFunction)chan_detach, METH_NOARGS,
      "Detach this process (ndc_free) once no loan, view or blocked call uses the handle."},
     {"_stat", (PyCFunction)chan_stat, METH_NOARGS, NULL},
+    {"wait_drained", (PyCFunction)(void (*)(void))chan_wait_drained, METH_VARARGS | METH_KEYWORDS,
+     "wait_drained(timeout=None, closed=False): until every array committed so far was released "
+     "by its receiver (JoinableQueue.join); closed=True: and the channel is closed and empty."},
     {"set_spin", (PyCFunction)chan_set_spin, METH_O, "Spin budget of this handle in ns (< 0: never)."},
     {"npy_read", (PyCFunction)(void (*)(void))chan_npy_read, METH_VARARGS | METH_KEYWORDS,
      "npy_read(path, tag=0, timeout=None): one .npy file into a slot."},
@@ -1006,7 +1042,7 @@ static PyMethodDef chan_methods[] = {
     {"numa_where", (PyCFunction)chan_numa_where, METH_NOARGS, "Payload pages per NUMA node."},
     {"numa_pin_near", (PyCFunction)chan_numa_pin_near, METH_NOARGS,
      "Bind this thread near the payload's node; returns the node."},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot chan_slots[] = {
@@ -1107,7 +1143,7 @@ static PyMethodDef mod_methods[] = {
      "npy_write(array, path): one array (any strides) to a .npy file."},
     {"pin_cpu", mod_pin_cpu, METH_O, "Bind the calling thread to one CPU."},
     {"suggest_cpus", mod_suggest_cpus, METH_NOARGS, "(producer_cpu, consumer_cpu) sharing the most."},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef moddef = {
@@ -1158,7 +1194,8 @@ PyMODINIT_FUNC PyInit__ndchan(void)
     for (size_t i = 0; i < sizeof k / sizeof *k; i++)
         if (PyModule_AddIntConstant(m, k[i].n, k[i].v))
             goto fail;
-    if (PyModule_AddObject(m, "MAX_SLOT_BYTES", PyLong_FromUnsignedLongLong(NDC_MAX_SLOT_BYTES)))
+    if (PyModule_AddObject(m, "MAX_SLOT_BYTES", PyLong_FromUnsignedLongLong(NDC_MAX_SLOT_BYTES)) ||
+        PyModule_AddStringConstant(m, "library_version", ndc_version()))
         goto fail;
     return m;
 fail:

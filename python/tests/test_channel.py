@@ -237,3 +237,15 @@ def test_npy_write_and_read(chan, tmp_path):
     m = chan.recv_msg()
     assert m.tag == 4
     np.testing.assert_array_equal(m.array, a)
+
+
+def test_wait_drained(chan):
+    chan.wait_drained(timeout=0)
+    chan.send(np.ones(3))
+    with pytest.raises(BlockingIOError):
+        chan.wait_drained(timeout=0)
+    t = threading.Timer(0.05, chan.recv)
+    t.start()
+    chan.wait_drained(timeout=5)
+    t.join()
+    assert ndchan.__version__.count(".") == 2
