@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 PACKAGES=(meson ninja-build pkg-config gcc clang libc6-dev libcriterion-dev libhwloc-dev hwloc
           liburing-dev libzmq3-dev gnuplot-nox python3-numpy python3-dev python3-pytest
-          python3-hypothesis python3-mesonpy libucx-dev ucx-utils util-linux cmake)
+          python3-hypothesis python3-mesonpy patchelf libucx-dev ucx-utils util-linux cmake)
 
 deps() {
     local missing=()

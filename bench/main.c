@@ -477,7 +477,8 @@ static void run_all(void)
     }
 
     /* Python's rows, through its own processes. */
-    if (opt.no_python || !part("python") || !(selected("mp-queue") || selected("mp-pipe") || selected("shm-sem"))) {
+    if (opt.no_python || !part("python") || !(selected("mp-queue") || selected("mp-pipe") || selected("shm-sem") ||
+                                                 selected("py-ndchan-loan") || selected("py-ndchan-copy"))) {
         snprintf(py_skip, sizeof py_skip, "%s", opt.no_python ? "--no-python" : "not selected");
         return;
     }
@@ -498,7 +499,7 @@ static void run_all(void)
                          .tput_sizes = pt, .ntput = npt, .lat_sizes = pl, .nlat = npl };
     if (!npt && !npl && !po.asleep)
         return;
-    fprintf(stderr, "[python] %s %s: %d throughput and %d round-trip sizes x 3 transports ...\n",
+    fprintf(stderr, "[python] %s %s: %d throughput and %d round-trip sizes x 5 transports ...\n",
             opt.python, opt.pyscript, npt, npl);
     int before = nR;
     if (run_python(&po, &R, &nR, &capR, py_skip) && nR == before)
@@ -791,6 +792,15 @@ static void compute_targets(void)
     v = ratio_tput("ndchan-loan", "mp-queue", 16 * MiB, &x, &y);
     target("ndchan-loan at 16 MiB >= 1000x Python's multiprocessing.Queue", v, 1000, 1,
            "%.0fx (%.0f GB/s vs %.3f GB/s)", v, x, y);
+    v = ratio_tput("py-ndchan-loan", "mp-queue", 16 * MiB, &x, &y);
+    target("Python: py-ndchan-loan at 16 MiB >= 1000x multiprocessing.Queue", v, 1000, 1,
+           "%.0fx (%.0f GB/s vs %.3f GB/s)", v, x, y);
+    v = ratio_lat("py-ndchan-copy", "", 8, "mp-pipe", "", 8, &x, &y, sp);
+    target("Python: py-ndchan-copy 8 B round trip <= 1/10 of multiprocessing.Pipe's", v, 0.1, 0,
+           "%.3fx (p50 %.2f us vs %.2f us%s)", v, x, y, sp);
+    v = ratio_tput("py-ndchan-copy", "ndchan-copy", 16 * MiB, &x, &y);
+    target("Python: py-ndchan-copy at 16 MiB >= 70% of the C ndchan-copy", v, 0.7, 1,
+           "%.0f%% (%.2f GB/s vs %.2f GB/s)", v * 100, x, y);
     v = ratio_tput("ndchan-copy", "memcpy", 16 * MiB, &x, &y);
     target("ndchan-copy at 16 MiB >= 80% of memcpy", v, 0.8, 1, "%.0f%% (%.2f GB/s vs %.2f GB/s)", v * 100, x, y);
     v = ratio_tput("ndchan-copy", "memcpy", 256 * MiB, &x, &y);
@@ -1029,7 +1039,9 @@ int main(int argc, char **argv)
         printf("pipe-64k     (--full only) %s\n", link_pipe_small.what);
         printf("mp-queue     Python multiprocessing.Queue (pickles in a feeder thread)\n"
                "mp-pipe      Python multiprocessing.Pipe send/recv (pickles)\n"
-               "shm-sem      Python shared_memory + two semaphores (the FloatChannel recipe)\n");
+               "shm-sem      Python shared_memory + two semaphores (the FloatChannel recipe)\n"
+               "py-ndchan-loan  ndchan from Python: reserve/commit, acquire/release views in place\n"
+               "py-ndchan-copy  ndchan from Python: send() and recv_into() (one copy each side)\n");
         if (!link_zmq())
             printf("(zeromq: not built; install libzmq3-dev and reconfigure with -Dzmq=enabled)\n");
         return 0;

@@ -94,6 +94,13 @@ int run_python(const struct pyopts *o, struct result **res, int *nres, int *cap,
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
+#ifdef BENCH_PYPATH
+        /* the ndchan package of this build tree, for the py-ndchan rows */
+        const char *pp = getenv("PYTHONPATH");
+        char path[4096];
+        snprintf(path, sizeof path, "%s%s%s", BENCH_PYPATH, pp && *pp ? ":" : "", pp && *pp ? pp : "");
+        setenv("PYTHONPATH", path, 1);
+#endif
         dup2(pfd[1], 1);
         close(pfd[0]);
         close(pfd[1]);

@@ -8,6 +8,13 @@ way ndchan-bench measures its C transports, so the rows join its table.
   shm-sem   the FloatChannel recipe: one shared_memory buffer and two
             semaphores (empty, full); the producer copies in, the consumer
             copies out.
+  py-ndchan-loan  ndchan from Python, zero copy: the producer reserves a
+            slot and stamps the ndarray view in place, commits; the consumer
+            acquires a read-only view, checks it, releases.
+  py-ndchan-copy  ndchan from Python, one copy each side: send() from the
+            producer's array, recv_into() the consumer's preallocated one.
+            (Both need the ndchan package: ndchan-bench puts the build
+            tree's python/ on PYTHONPATH; otherwise their rows say why not.)
 
 Every array is a float64 numpy array; the sender stamps a fixed sample of
 64 words spread over it (the same words and values as bench/util.c) and the
@@ -179,7 +186,75 @@ class ShmLink:
         self.shm.unlink()
 
 
-LINKS = {c.name: c for c in (QueueLink, PipeLink, ShmLink)}
+try:
+    import ndchan
+    NDCHAN_ERR = ""
+except ImportError as e:
+    ndchan = None
+    NDCHAN_ERR = "ndchan not importable by %s (%s): build with -Dpython=enabled" % (sys.executable, e)
+
+
+class NdchanLoanLink:
+    """Zero copy: views of the slots themselves, given back on release."""
+    name = "py-ndchan-loan"
+
+    def __init__(self, n, slots):
+        # two slots at least: the worker's last view of an array (its local
+        # variable) lives until its step returns, which is when the slot goes
+        # back, so one slot would make every hand-off wait on that return
+        self.ch = ndchan.Channel.create(slots=max(slots, 2), slot_bytes=max(n, 8))
+        self.shape = (n // 8,)
+
+    def open(self, tx):
+        pass
+
+    def tx_begin(self):
+        self.res = self.ch.reserve(self.shape, np.float64)
+        return self.res.array
+
+    def tx_end(self):
+        self.res.commit()
+        self.res = None
+
+    def rx_begin(self):
+        self.loan = self.ch.acquire()
+        return self.loan.array
+
+    def rx_end(self):
+        # the caller's reference to the view is the last: the slot goes back
+        # when it returns (see ndchan's note on views)
+        self.loan.release()
+        self.loan = None
+
+    def close(self):
+        pass
+
+    def destroy(self):
+        self.ch.detach()
+
+
+class NdchanCopyLink(NdchanLoanLink):
+    """One copy each side: ndc_send from our array, ndc_recv into our buffer."""
+    name = "py-ndchan-copy"
+
+    def open(self, tx):
+        self.buf = np.zeros(self.shape)
+
+    def tx_begin(self):
+        return self.buf
+
+    def tx_end(self):
+        self.ch.send(self.buf)
+
+    def rx_begin(self):
+        self.ch.recv_into(self.buf)
+        return self.buf
+
+    def rx_end(self):
+        pass
+
+
+LINKS = {c.name: c for c in (QueueLink, PipeLink, ShmLink, NdchanLoanLink, NdchanCopyLink)}
 
 
 # ---- the two workers ----------------------------------------------------------------
@@ -401,8 +476,9 @@ def main():
     plan += [(t, "latency", n, 0) for t in names for n in sizes(o.lat_sizes)]
     plan += [(t, "latency", n, o.sleep_us) for t in names for n in sizes(o.sleep_sizes)]
     for t, mode, n, sl in plan:
-        if t not in LINKS:
-            print(json.dumps({"kind": mode, "transport": t, "bytes": n, "ok": 0, "err": "unknown transport"}))
+        if t not in LINKS or (t.startswith("py-ndchan") and ndchan is None):
+            err = NDCHAN_ERR if t in LINKS else "unknown transport"
+            print(json.dumps({"kind": mode, "transport": t, "bytes": n, "ok": 0, "err": err}), flush=True)
             continue
         # with the peer asleep a round trip takes ~1 ms: time enough of them
         rt = max(cfg["rep_time"], 0.2) if sl else cfg["rep_time"]

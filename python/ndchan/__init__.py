@@ -1,0 +1,469 @@
+"""ndchan: zero-copy channels of numpy arrays between processes.
+
+    import numpy as np, ndchan
+
+    ch = ndchan.Channel.create(slots=8, slot_bytes=16 << 20)   # anonymous (memfd)
+    ch.send(np.arange(10.0))                 # one copy in, any strides
+    a = ch.recv()                            # one copy out: a new array
+    with ch.reserve((480, 640), np.float32) as a:   # write in place ...
+        a[:] = 1                             # ... committed on exit
+    with ch.acquire() as a:                  # read in place (read-only view)
+        print(a.sum())
+    ch.close()                               # end of stream
+    for a in ch: ...                         # arrays until end of stream
+
+    q = ndchan.Queue(maxsize=8)              # for multiprocessing.Queue(maxsize=8)
+
+A slot lent to Python (reserve / acquire) goes back to the channel when the
+last view of it is gone, never before: a view kept after its `with` block
+(in a list, a slice of it, another thread) keeps the slot out of circulation
+until it is dropped. Leaving the block drops the loan's own claim; in CPython
+the array bound by `as` is the last view, released when that name is rebound
+or deleted. A loop of `with ch.acquire() as a:` therefore holds two slots for
+a moment (the previous `a` until the next one is bound): give such a channel
+at least two slots, or `del a` at the end of the block.
+
+A reservation is committed when its block ends normally (given back when an
+exception leaves it, or the last view of it is gone). After the commit the
+array belongs to the receivers: the array the block bound is made read-only,
+and views of it must not be used any more.
+
+The C library's own calls are in ndchan._ndchan; errors are EndOfStream
+(an EOFError), ChannelClosed (sending after close: an EndOfStream and a
+BrokenPipeError), PeerDead (OSError EOWNERDEAD: every peer on the other side
+is gone) and OSError with the errno and the library's detail text
+(TimeoutError for a timeout, BlockingIOError for timeout=0 and nothing to do).
+"""
+import collections
+import os
+import pickle
+import queue as _queue
+import sys
+
+from . import _ndchan
+from ._ndchan import ChannelClosed, EndOfStream, PeerDead, unlink, strerror, npy_write as _npy_write
+from ._ndchan import pin_cpu, suggest_cpus
+
+__all__ = ["Channel", "Queue", "EndOfStream", "ChannelClosed", "PeerDead", "Stat", "Message",
+           "unlink", "strerror", "npy_write", "pin_cpu", "suggest_cpus", "RDONLY", "POPULATE",
+           "HUGEPAGES"]
+
+__version__ = _ndchan.library_version
+RDONLY = _ndchan.RDONLY
+POPULATE = _ndchan.POPULATE
+HUGEPAGES = _ndchan.HUGEPAGES
+DEFAULT_SLOT_BYTES = 64 << 20
+
+Stat = collections.namedtuple("Stat", "slots free ready loaned attached receivers_waiting senders_waiting "
+                                      "closed stale sent received bytes_sent slot_bytes")
+Message = collections.namedtuple("Message", "array tag seq")
+RecvInfo = collections.namedtuple("RecvInfo", "shape dtype tag seq")
+
+# ---- dtypes --------------------------------------------------------------------------
+
+_np = None
+_CODE = {}      # numpy dtype -> ndchan code
+_DTYPE = {}     # ndchan code -> numpy dtype
+_BF16 = None    # ml_dtypes.bfloat16, when installed
+
+
+def _numpy():
+    global _np, _BF16
+    if _np is None:
+        import numpy
+        for code, name in ((_ndchan.BOOL, "bool"), (_ndchan.I8, "int8"), (_ndchan.I16, "int16"),
+                           (_ndchan.I32, "int32"), (_ndchan.I64, "int64"), (_ndchan.U8, "uint8"),
+                           (_ndchan.U16, "uint16"), (_ndchan.U32, "uint32"), (_ndchan.U64, "uint64"),
+                           (_ndchan.F16, "float16"), (_ndchan.F32, "float32"), (_ndchan.F64, "float64"),
+                           (_ndchan.C64, "complex64"), (_ndchan.C128, "complex128")):
+            dt = numpy.dtype(name)
+            _CODE[dt] = code
+            _DTYPE[code] = dt
+        try:
+            import ml_dtypes
+            _BF16 = numpy.dtype(ml_dtypes.bfloat16)
+            _CODE[_BF16] = _ndchan.BF16
+            _DTYPE[_ndchan.BF16] = _BF16
+        except ImportError:
+            pass
+        _np = numpy
+    return _np
+
+
+def _code(dtype):
+    """ndchan code of a numpy dtype (native byte order assumed), or TypeError."""
+    np = _numpy()
+    if isinstance(dtype, str) and dtype == "bfloat16" and _BF16 is None:
+        _dtype(_ndchan.BF16)             # the error that names ml_dtypes
+    dt = np.dtype(dtype)
+    code = _CODE.get(dt)
+    if code is not None:
+        return code
+    if dt.byteorder not in "=|" and dt.newbyteorder("=") in _CODE:
+        return _CODE[dt.newbyteorder("=")]
+    if dt.name == "bfloat16":
+        return _ndchan.BF16
+    raise TypeError("dtype %s is not an ndchan dtype (bool, int8..64, uint8..64, float16/32/64, "
+                    "bfloat16 with ml_dtypes, complex64/128); object, structured, string and "
+                    "datetime arrays are refused" % dt)
+
+
+def _dtype(code):
+    _numpy()
+    dt = _DTYPE.get(code)
+    if dt is None:
+        if code == _ndchan.BF16:
+            raise TypeError("a bfloat16 array: install ml_dtypes (python3 -m pip install ml_dtypes) "
+                            "to receive it as numpy's ml_dtypes.bfloat16")
+        raise TypeError("unknown ndchan dtype code %r" % code)
+    return dt
+
+
+def _native(arr):
+    """arr with an ndchan dtype in native byte order: non-native arrays are
+    converted (one extra copy), other dtypes refused with TypeError."""
+    dt = arr.dtype
+    if dt.byteorder == ">" or (dt.byteorder == "<" and sys.byteorder == "big"):
+        _code(dt)
+        return arr.astype(dt.newbyteorder("="))
+    return arr
+
+
+def _view(loan):
+    """The ndarray view of a loan (read-only for acquired arrays)."""
+    np = _numpy()
+    if loan.dtype == _ndchan.BF16:
+        dt = _dtype(_ndchan.BF16)        # TypeError without ml_dtypes
+        return np.asarray(loan).view(dt)
+    return np.asarray(loan)
+
+
+# ---- loans -------------------------------------------------------------------------------
+
+class Loan:
+    """An acquired array: `with ch.acquire() as a:` binds a read-only ndarray
+    view of the slot. tag, seq, shape and dtype stay readable after the block."""
+    __slots__ = ("_loan", "_array", "tag", "seq", "shape", "dtype")
+
+    def __init__(self, loan):
+        self._loan = loan
+        self._array = None
+        self.tag, self.seq, self.shape = loan.tag, loan.seq, loan.shape
+        self.dtype = _DTYPE.get(loan.dtype)
+
+    @property
+    def array(self):
+        """The ndarray view (the same object each time)."""
+        if self._array is None:
+            if self._loan is None:
+                raise ValueError("the loan has ended")
+            self._array = _view(self._loan)
+        return self._array
+
+    def __enter__(self):
+        return self.array
+
+    def __exit__(self, et, ev, tb):
+        self.release()
+        return False
+
+    def release(self):
+        """End this object's claim: the slot returns once no view of it is left."""
+        self._loan = self._array = None
+
+    def __repr__(self):
+        return "<ndchan.Loan seq=%d tag=%d shape=%r%s>" % (
+            self.seq, self.tag, self.shape, "" if self._loan is not None else " ended")
+
+
+class Reservation(Loan):
+    """A reserved slot: `with ch.reserve(shape, dtype) as a:` binds a writable
+    ndarray view; a normal exit commits it, an exception gives it back."""
+    __slots__ = ()
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self.commit()
+        else:
+            self.cancel()
+        return False
+
+    def commit(self):
+        """Publish the array. Views of it must not be used afterwards; the
+        array this object handed out becomes read-only."""
+        loan, arr = self._loan, self._array
+        if loan is None:
+            raise ValueError("the reservation has ended")
+        self._loan = self._array = None
+        if arr is not None:
+            arr.flags.writeable = False
+        del arr
+        loan.commit()
+
+    def cancel(self):
+        """Give the slot back unpublished (once no view of it is left)."""
+        self._loan = self._array = None
+
+    release = cancel
+
+
+# ---- channels -----------------------------------------------------------------------------
+
+def _seconds(block, timeout):
+    if not block:
+        return 0
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return timeout
+
+
+class Channel(_ndchan._Channel):
+    """A channel handle. Make one with Channel.create, Channel.open or
+    Channel.from_fd. Every method may be called from several threads at once;
+    blocking calls release the GIL and react to Ctrl-C within 50 ms.
+    Timeouts are in seconds: None waits forever, 0 tries once."""
+
+    @classmethod
+    def create(cls, name=None, *, slots=4, slot_bytes=DEFAULT_SLOT_BYTES, mode=0o600, populate=False,
+               hugepages=False, spin_ns=0, numa_policy=0, numa_node=0, numa_nodeset=0):
+        """A new channel: anonymous (name None: a memfd, shared with children
+        by fork or by pickling, which passes the fd) or named (a POSIX shm
+        object that other processes open by name; remove it with unlink()).
+        mode: the shm file's permission bits (named channels)."""
+        flags = (POPULATE if populate else 0) | (HUGEPAGES if hugepages else 0)
+        return cls._create(name, slots, slot_bytes, flags, spin_ns, mode, numa_policy, numa_node,
+                           numa_nodeset)
+
+    @classmethod
+    def open(cls, name, *, readonly=False, timeout=0):
+        """Attach to a named channel, waiting up to `timeout` seconds (None:
+        forever) for it to be created. readonly: receive only."""
+        return cls._open(name, RDONLY if readonly else 0, timeout)
+
+    @classmethod
+    def from_fd(cls, fd, *, readonly=False):
+        """Attach to the channel whose segment fd this is (the fd is duplicated)."""
+        return cls._open_fd(fd, RDONLY if readonly else 0)
+
+    @property
+    def readonly(self):
+        return bool(self.flags & RDONLY)
+
+    # -- copies
+
+    def send(self, array, tag=0, timeout=None):
+        """Copy an array (any strides, broadcasts included) into a slot and
+        publish it. Non-native byte order is converted first (one more copy)."""
+        np = _numpy()
+        if not isinstance(array, np.ndarray):
+            array = np.asarray(array)
+        dt = array.dtype
+        code = _CODE.get(dt)
+        if code is None:
+            code = _code(dt)
+            array = _native(array)
+        if code == _ndchan.BF16:
+            array = array.view(np.uint16)
+        self._send(array, code, tag, timeout)
+
+    def recv(self, timeout=None):
+        """The next array, copied into a new (writable) ndarray."""
+        return self.recv_msg(timeout).array
+
+    def recv_msg(self, timeout=None):
+        """The next array with its tag and seq: Message(array, tag, seq)."""
+        np = _numpy()
+        buf, code, shape, tag, seq = self._recv(timeout)
+        dt = _DTYPE.get(code) or _dtype(code)
+        return Message(np.frombuffer(buf, dt).reshape(shape), tag, seq)
+
+    def recv_into(self, out, timeout=None):
+        """Receive into a preallocated C-contiguous writable buffer (an ndarray
+        of the right size). Returns RecvInfo(shape, dtype, tag, seq) of the
+        array received, whose bytes fill `out` in C order. Too small:
+        OSError EMSGSIZE, and the array waits for the next receive."""
+        code, shape, tag, seq = self._recv_into(out, timeout)
+        return RecvInfo(shape, _DTYPE.get(code) or _dtype(code), tag, seq)
+
+    # -- loans
+
+    def reserve(self, shape, dtype, tag=0, timeout=None):
+        """A slot for an array of this shape and dtype, to fill in place:
+        `with ch.reserve(shape, dtype) as a: a[...] = ...` commits on exit."""
+        if isinstance(shape, int):
+            shape = (shape,)
+        return Reservation(self._reserve(_code(dtype), shape, tag, timeout))
+
+    def acquire(self, timeout=None):
+        """The next array, lent in place: `with ch.acquire() as a:` (read-only)."""
+        _numpy()
+        return Loan(self._acquire(timeout))
+
+    def __iter__(self):
+        """Arrays (copies) until end of stream."""
+        while True:
+            try:
+                yield self.recv()
+            except EndOfStream:
+                return
+
+    def views(self):
+        """Loans until end of stream, each a read-only view in place (see the
+        module's note on views: hold two slots or more)."""
+        while True:
+            try:
+                ln = self.acquire()
+            except EndOfStream:
+                return
+            yield ln.array
+            del ln
+
+    # -- state
+
+    def stat(self):
+        """Stat: slot states now, attached processes, waiters, counters."""
+        d = self._stat()
+        return Stat(**d)
+
+    def unlink(self):
+        """Remove this named channel's name (attached processes keep working)."""
+        if self.name is None:
+            raise ValueError("an anonymous channel has no name")
+        unlink(self.name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+        return False
+
+    def __repr__(self):
+        what = "anonymous" if self.name is None else repr(self.name)
+        return "<ndchan.Channel %s%s%s>" % (what, " readonly" if self.readonly else "",
+                                             " detached" if self.detached else "")
+
+    # -- multiprocessing: named channels by name, anonymous ones by their fd
+    # (multiprocessing.reduction.DupFd, as multiprocessing.heap passes its arenas).
+
+    def __reduce__(self):
+        if self.name is not None:
+            return _open_named, (self.name, self.readonly)
+        from multiprocessing import reduction
+        return _open_dupfd, (reduction.DupFd(self.fd), self.readonly)
+
+
+def _open_named(name, readonly):
+    return Channel.open(name, readonly=readonly)
+
+
+def _open_dupfd(dupfd, readonly):
+    fd = dupfd.detach()
+    try:
+        return Channel.from_fd(fd, readonly=readonly)
+    finally:
+        os.close(fd)
+
+
+def npy_write(array, path):
+    """Write one array (any strides) to a .npy file."""
+    np = _numpy()
+    array = _native(np.asarray(array))
+    code = _code(array.dtype)
+    if code == _ndchan.BF16:
+        array = array.view(np.uint16)
+    _npy_write(array, os.fspath(path), code)
+
+
+# ---- the drop-in for multiprocessing.Queue ---------------------------------------------
+
+_TAG_ARRAY, _TAG_PICKLE = 0, 1
+
+
+class Queue:
+    """multiprocessing.Queue's interface over an anonymous channel: put/get
+    with block and timeout (queue.Full / queue.Empty), put_nowait,
+    get_nowait, qsize, empty, full, close, join_thread, cancel_join_thread.
+
+    numpy arrays of an ndchan dtype travel as arrays (one copy each side,
+    no pickling); anything else (None sentinels, tuples, other objects) is
+    pickled into a slot, so code written for multiprocessing.Queue runs
+    unchanged. It pickles to child processes under fork, spawn and
+    forkserver. maxsize=0 means 16 slots (a channel is bounded); an array or
+    pickle larger than slot_bytes raises OSError E2BIG.
+
+    close() means what it means for multiprocessing.Queue: this process
+    will use the queue no more. End of stream for everyone is
+    q.channel.close()."""
+
+    def __init__(self, maxsize=0, *, slot_bytes=DEFAULT_SLOT_BYTES, ctx=None, channel=None):
+        self._ch = channel if channel is not None else Channel.create(
+            slots=maxsize if maxsize > 0 else 16, slot_bytes=slot_bytes)
+        self._maxsize = maxsize
+        self._closed = False
+
+    @property
+    def channel(self):
+        return self._ch
+
+    def __getstate__(self):
+        return (self._ch, self._maxsize)
+
+    def __setstate__(self, st):
+        self._ch, self._maxsize = st
+        self._closed = False
+
+    def _check(self):
+        if self._closed:
+            raise ValueError("Queue %r is closed" % self)
+
+    def put(self, obj, block=True, timeout=None):
+        self._check()
+        t = _seconds(block, timeout)
+        np = _numpy()
+        try:
+            if type(obj) is np.ndarray and obj.dtype in _CODE:
+                self._ch.send(obj, _TAG_ARRAY, t)
+            else:
+                data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+                self._ch._send(data, _ndchan.U8, _TAG_PICKLE, t)
+        except (TimeoutError, BlockingIOError):
+            raise _queue.Full from None
+
+    def get(self, block=True, timeout=None):
+        self._check()
+        t = _seconds(block, timeout)
+        try:
+            m = self._ch.recv_msg(t)
+        except (TimeoutError, BlockingIOError):
+            raise _queue.Empty from None
+        if m.tag == _TAG_PICKLE:
+            return pickle.loads(m.array)
+        return m.array
+
+    def put_nowait(self, obj):
+        return self.put(obj, False)
+
+    def get_nowait(self):
+        return self.get(False)
+
+    def qsize(self):
+        return self._ch.stat().ready
+
+    def empty(self):
+        return self.qsize() == 0
+
+    def full(self):
+        return self._ch.stat().free == 0
+
+    def close(self):
+        self._closed = True
+
+    def join_thread(self):
+        pass
+
+    def cancel_join_thread(self):
+        pass
+
+    def __repr__(self):
+        return "<ndchan.Queue maxsize=%d>" % self._maxsize
