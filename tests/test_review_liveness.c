@@ -747,3 +747,99 @@ Test(review_lock, holder_killed_in_free_leaves_no_word_on_an_unused_entry, .time
     ndc_free(ch);
     th_ok(ndc_unlink(name));
 }
+
+/* A process forked while one of its threads was rejoining an inherited
+ * handle (itself a fork child, its thread waiting in the join for the
+ * queue lock) inherited the handle's "joining" mark with no thread behind
+ * it: its own first call on the handle spun for ever. Here the join waits
+ * because the only entry left was left by a process that is gone (its
+ * claim needs the lock) and this process holds the lock. */
+struct rejoin_shared {
+    _Atomic int helpers_ready;
+    _Atomic int t_rc, t_done;
+};
+
+static void *rejoin_in_thread(void *p)
+{
+    void **a = p;
+    ndc_chan *ch = a[0];
+    struct rejoin_shared *sh = a[1];
+    struct ndc_array x;
+    int64_t shape[1] = { 1 };
+    ndc_array_init(&x, NDC_U8, 1, shape, NULL);
+    atomic_store(&sh->t_rc, ndc_reserve(ch, &x, 0));
+    atomic_store(&sh->t_done, 1);
+    return NULL;
+}
+
+static int first_call_returns(void *p)
+{
+    ndc_chan *ch = p;
+    struct ndc_array x;
+    int64_t shape[1] = { 1 };
+    ndc_array_init(&x, NDC_U8, 1, shape, NULL);
+    int r = ndc_reserve(ch, &x, 0);   /* any answer will do, but an answer */
+    (void)r;
+    return 0;
+}
+
+static int fork_while_rejoining(void *p)
+{
+    void **a = p;
+    ndc_chan *ch = a[0];
+    struct rejoin_shared *sh = a[1];
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    pthread_t t;
+    CK(pthread_create(&t, NULL, rejoin_in_thread, a) == 0, 1, "thread");
+    int64_t end = th_now_ns() + 5 * SEC;
+    while (atomic_load(&ch->joining) == 0 && th_now_ns() < end)
+        usleep(100);
+    CK(atomic_load(&ch->joining) != 0, 2, "the thread never rejoined");
+    usleep(50 * 1000);   /* in the claim, waiting for the lock */
+    CK(!atomic_load(&sh->t_done), 3, "the rejoin did not wait: %d", atomic_load(&sh->t_rc));
+    pid_t g = th_fork(first_call_returns, ch);
+    int code = th_wait(g, 3000);
+    pthread_join(t, NULL);
+    CK(code == 0, 4, "the grandchild's first call on the handle never returned (%d)", code);
+    return 0;
+}
+
+Test(review_fork, fork_during_a_rejoin_does_not_hang_the_child, .timeout = 60)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s", th_unique_name("rejoin"));
+    ndc_chan *ch;
+    th_ok(ndc_create(&ch, name, &(struct ndc_chan_opts){ .slots = 2, .slot_bytes = 64 }));
+    struct rejoin_shared *sh = th_shared(sizeof *sh);
+    void *args[2] = { name, sh };
+    /* every entry but one live (this process and the helper's) */
+    struct leave_shared *lh = th_shared(sizeof *lh);
+    void *hargs[2] = { name, lh };
+    pid_t helper = th_fork(many_live_handles, hargs);
+    int64_t end = th_now_ns() + 30 * SEC;
+    while (!atomic_load(&lh->helpers_ready) && th_now_ns() < end)
+        usleep(1000);
+    cr_assert(atomic_load(&lh->helpers_ready));
+    static ndc_chan *more[NDC_MAX_PEERS];
+    int n = 0;
+    while (ndc_open(&more[n], name, 0) == 0)
+        n++;
+    cr_assert_gt(n, 0);
+    /* the last one leaves: its entry is free to claim, under the lock */
+    uint32_t last = more[--n]->me;
+    ndc_free(more[n]);
+    atomic_store(&ch->peers[last].state, NDC__PEER_GONE);
+    struct ndc__deadline dl = { .timeout_ns = SEC };
+    th_ok(ndc__peer_lock(ch, &dl));
+    args[0] = ch;
+    pid_t a = th_fork(fork_while_rejoining, args);
+    int code = th_wait(a, 20000);
+    ndc__peer_unlock(ch);
+    kill(helper, SIGKILL);
+    waitpid(helper, NULL, 0);
+    for (int i = 0; i < n; i++)
+        ndc_free(more[i]);
+    ndc_free(ch);
+    ndc_unlink(name);
+    cr_assert_eq(code, 0, "child: %d", code);
+}
