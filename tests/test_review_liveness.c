@@ -843,3 +843,46 @@ Test(review_fork, fork_during_a_rejoin_does_not_hang_the_child, .timeout = 60)
     ndc_unlink(name);
     cr_assert_eq(code, 0, "child: %d", code);
 }
+
+/* NOT FIXED (runs only with NDC_REVIEW_UNFIXED=1; fails on this branch).
+ * ndc_stat on a handle a fork child inherited and has not used yet: the
+ * child has no liveness description of its own (closed at fork, opened at
+ * the rejoin, which ndc_stat does not do), and ndc__live_held answers
+ * "alive" for every peer without one. A monitor process forked to watch a
+ * channel through ndc_stat alone so never sees a peer die: a dead,
+ * unswept receiver stays attached and waiting in its numbers. */
+static int recv_long(void *p)
+{
+    ndc_chan *ch = p;
+    struct ndc_array a;
+    ndc_acquire(ch, &a, 30 * SEC);
+    return 0;
+}
+
+static int monitor_stat(void *p)
+{
+    ndc_chan *ch = p;
+    struct ndc_stat st;
+    CK(ndc_stat(ch, &st) == 0, 1, "stat");
+    CK(st.receivers_waiting == 0, 2, "a dead receiver counted waiting (%u; attached %u)",
+       st.receivers_waiting, st.attached);
+    return 0;
+}
+
+Test(review_unfixed, stat_in_a_fork_child_sees_the_dead, .timeout = 60)
+{
+    if (!getenv("NDC_REVIEW_UNFIXED"))
+        cr_skip_test("known bug, not fixed: set NDC_REVIEW_UNFIXED=1 to run");
+    ndc_chan *ch = th_chan(2, 64);
+    pid_t r = th_fork(recv_long, ch);
+    int64_t end = th_now_ns() + 10 * SEC;
+    while (th_stat(ch).receivers_waiting == 0 && th_now_ns() < end)
+        usleep(1000);
+    cr_assert_eq(th_stat(ch).receivers_waiting, 1);
+    kill(r, SIGKILL);
+    waitpid(r, NULL, 0);
+    cr_assert_eq(th_stat(ch).receivers_waiting, 0, "this process sees it dead");
+    pid_t m = th_fork(monitor_stat, ch);
+    cr_assert_eq(th_wait(m, 10000), 0, "the forked monitor");
+    ndc_free(ch);
+}
