@@ -2,7 +2,6 @@
  * and named-channel creation: each test here failed before the fix it
  * names in its comment. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -86,20 +85,14 @@ static void *open_loop(void *p)
  * (segment fds of ndc_open handles) nor the creator's segment fd. */
 static int leaked_live_fds(dev_t dev, ino_t ino, int creator_fd)
 {
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return 0;
-    int n = 0, dfd = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        int fd = atoi(e->d_name);
+    int n = 0;
+    for (int fd = 3; fd < 64; fd++) {   /* this test's fds are all low */
         struct stat st;
-        if (e->d_name[0] == '.' || fd == dfd || fd == creator_fd || fstat(fd, &st) != 0)
+        if (fd == creator_fd || fstat(fd, &st) != 0)
             continue;
         if (st.st_dev == dev && st.st_ino == ino && !(fcntl(fd, F_GETFL) & O_NONBLOCK))
             n++;
     }
-    closedir(d);
     return n;
 }
 
@@ -113,10 +106,11 @@ Test(review_fork, attach_racing_fork_leaks_no_liveness_description, .timeout = 6
     struct stat st;
     cr_assert_eq(fstat(ndc_fd(ch), &st), 0);
     struct opener o = { .name = nm };
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, open_loop, &o), 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, open_loop, &o), 0);
     int forks = 0, leaks = 0;
-    int64_t end = th_now_ns() + 4 * SEC;
+    int64_t end = th_now_ns() + 1500 * MS;
     while (th_now_ns() < end && !leaks && !atomic_load(&o.err)) {
         pid_t c = fork();
         if (c == 0)
@@ -127,7 +121,8 @@ Test(review_fork, attach_racing_fork_leaks_no_liveness_description, .timeout = 6
         leaks += WIFEXITED(ws) && WEXITSTATUS(ws) == 1;
     }
     atomic_store(&o.stop, 1);
-    pthread_join(t, NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
     cr_assert_eq(atomic_load(&o.err), 0, "open: %d", atomic_load(&o.err));
     cr_assert_eq(leaks, 0, "a fork child kept the liveness description of a handle being attached "
                  "(%d of %d forks, %d opens)", leaks, forks, atomic_load(&o.opens));
@@ -706,7 +701,7 @@ Test(review_lock, holder_killed_in_free_leaves_no_word_on_an_unused_entry, .time
     cr_assert(atomic_load(&sh->helpers_ready));
     int bad = -1, tries = 0, inside = 0;
     uint64_t rnd = 12345;
-    for (end = th_now_ns() + 20 * SEC; tries < 400 && inside < 20 && th_now_ns() < end && bad < 0; tries++) {
+    for (end = th_now_ns() + 20 * SEC; tries < 400 && inside < 10 && th_now_ns() < end && bad < 0; tries++) {
         atomic_store(&sh->ready, 0);
         atomic_store(&sh->go, 0);
         pid_t x = th_fork(free_on_go, args);
