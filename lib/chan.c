@@ -339,13 +339,19 @@ void ndc_free(ndc_chan *ch)
 
 int ndc__rejoin_slow(ndc_chan *ch)
 {
-    int expect = 0;
-    while (!atomic_compare_exchange_weak(&ch->joining, &expect, 1)) {
+    /* joining is 1 + the fork generation of the thread rejoining. Another
+     * generation's mark was left by a thread of the process this one was
+     * forked from (fork() in the middle of its rejoin): that thread is not
+     * here to clear it, so it is taken, not waited for. */
+    unsigned gen = atomic_load(&ndc__fork_gen);
+    int mine = (int)(gen + 1), expect = 0;
+    while (!atomic_compare_exchange_weak(&ch->joining, &expect, mine)) {
+        if (expect != 0 && expect != mine)
+            continue;   /* stale: the next CAS replaces it */
         expect = 0;
         ndc__cpu_relax();
     }
     int r = 0;
-    unsigned gen = atomic_load(&ndc__fork_gen);
     if (ch->fork_gen != gen) {
         /* the parent's kept loans are not ours, and its threads may have
          * held the stash lock at fork(): start both afresh */

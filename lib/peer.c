@@ -200,11 +200,13 @@ int ndc__peer_join(ndc_chan *ch, struct ndc__deadline *dl)
     ch->pid = (int32_t)getpid();
     atomic_store_explicit(&ch->roles, 0, memory_order_relaxed);
     ch->me = UINT32_MAX;   /* not a peer until claimed */
-    /* Unused entries first (no lock needed), then those left by the dead. */
+    /* Unused entries first (no lock needed), then any: those left by the
+     * dead, and one a sweep cleared to UNUSED after the first pass looked
+     * (skipped by both passes, it would make a free entry -EUSERS). */
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < ch->seg.g.max_peers; i++) {
             uint32_t st = atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed);
-            if ((st == NDC__PEER_UNUSED) != (pass == 0))
+            if (pass == 0 && st != NDC__PEER_UNUSED)
                 continue;
             int r = ndc__live_hold(&ch->live, i);
             if (r == -EAGAIN)
