@@ -127,12 +127,13 @@ int ndc__live_hold(struct ndc__live *l, uint32_t idx)
     return ndc__fail(-errno, "liveness lock on byte %u: %s", idx, strerror(errno));
 }
 
-int ndc__live_held(const struct ndc__live *l, uint32_t idx)
+int ndc__live_held(const struct ndc__live *l, int seg_fd, uint32_t idx)
 {
-    if (!l->private_fd || l->fd < 0)
+    int fd = l->fd >= 0 ? l->fd : seg_fd;
+    if (!l->private_fd || fd < 0)
         return 1;
     struct flock f = byte(F_WRLCK, idx);
-    if (fcntl(l->fd, F_OFD_GETLK, &f) != 0)
+    if (fcntl(fd, F_OFD_GETLK, &f) != 0)
         return 1;
     return f.l_type != F_UNLCK;
 }

@@ -44,8 +44,11 @@ void ndc__live_close(struct ndc__live *l);
  * it; other -errno. */
 int ndc__live_hold(struct ndc__live *l, uint32_t idx);
 /* Whether some other description holds byte idx: 1 yes (or unknown: a
- * failed probe counts as alive), 0 no. Always 1 when !private_fd. */
-int ndc__live_held(const struct ndc__live *l, uint32_t idx);
+ * failed probe counts as alive), 0 no. Always 1 when !private_fd. Before
+ * the handle has a description of its own (a fork child that has not used
+ * it yet), the probe goes through `seg_fd`, the segment's description,
+ * through which nobody locks. */
+int ndc__live_held(const struct ndc__live *l, int seg_fd, uint32_t idx);
 
 /* Bumped in every fork child: a handle whose generation differs was
  * inherited and must join as a peer of its own before its next call. */

@@ -29,9 +29,17 @@
 #include "peer.h"
 #include "queue.h"
 
+/* Whether entry i is this process's. ch->me is only once the process has
+ * joined here: in a fork child that has not used the handle yet, it is
+ * the parent's. */
+static int is_me(const ndc_chan *ch, uint32_t i)
+{
+    return i == ch->me && ch->fork_gen == atomic_load_explicit(&ndc__fork_gen, memory_order_relaxed);
+}
+
 int ndc__peer_alive(const ndc_chan *ch, uint32_t i)
 {
-    return i == ch->me || ndc__live_held(&ch->live, i);
+    return is_me(ch, i) || ndc__live_held(&ch->live, ch->seg.fd, i);
 }
 
 /* A lock word naming this process is true only while one of its threads
@@ -298,7 +306,7 @@ uint32_t ndc__peer_count_alive(const ndc_chan *ch, uint32_t *others)
             !ndc__peer_alive(ch, i))
             continue;
         n++;
-        o += i != ch->me;
+        o += !is_me(ch, i);
     }
     *others = o;
     return n;

@@ -834,13 +834,11 @@ Test(review_fork, fork_during_a_rejoin_does_not_hang_the_child, .timeout = 60)
     cr_assert_eq(code, 0, "child: %d", code);
 }
 
-/* NOT FIXED (runs only with NDC_REVIEW_UNFIXED=1; fails on this branch).
- * ndc_stat on a handle a fork child inherited and has not used yet: the
+/* ndc_stat on a handle a fork child inherited and has not used yet: the
  * child has no liveness description of its own (closed at fork, opened at
- * the rejoin, which ndc_stat does not do), and ndc__live_held answers
- * "alive" for every peer without one. A monitor process forked to watch a
- * channel through ndc_stat alone so never sees a peer die: a dead,
- * unswept receiver stays attached and waiting in its numbers. */
+ * the rejoin, which ndc_stat does not do). It probes through the segment's
+ * description instead, so a monitor process forked to watch a channel
+ * through ndc_stat alone sees a peer die. */
 static int recv_long(void *p)
 {
     ndc_chan *ch = p;
@@ -859,10 +857,8 @@ static int monitor_stat(void *p)
     return 0;
 }
 
-Test(review_unfixed, stat_in_a_fork_child_sees_the_dead, .timeout = 60)
+Test(review_fork, stat_in_a_fork_child_sees_the_dead, .timeout = 60)
 {
-    if (!getenv("NDC_REVIEW_UNFIXED"))
-        cr_skip_test("known bug, not fixed: set NDC_REVIEW_UNFIXED=1 to run");
     ndc_chan *ch = th_chan(2, 64);
     pid_t r = th_fork(recv_long, ch);
     int64_t end = th_now_ns() + 10 * SEC;
