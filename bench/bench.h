@@ -165,6 +165,10 @@ extern struct ndc_chan_opts bench_placement;
  * percent of one core (bench/idle.c); -1 if it could not be measured. */
 double bench_idle_cpu_percent(double seconds);  /* --numa: numa_* fields for ndchan's channels */
 
+/* bridge.c (bridge_stub.c without UCX): `--parts bridge` prints its own
+ * rows and targets; -1 when a measurement failed. */
+int bench_bridge(void);
+
 /* harness.c */
 int  run_cell(const struct cell *c, struct ctl *ctl, struct result *r);
 

@@ -72,7 +72,8 @@ static const char help[] =
 "  --sizes LIST       throughput sizes, e.g. 4K,1M,16M,1G\n"
 "  --lat-sizes LIST   round-trip sizes, e.g. 8,4K,1M,64M\n"
 "  --only LIST        only these rows, e.g. memcpy,spin,futex,ndchan-loan,pipe,mp-queue,idle\n"
-"  --parts LIST       only these parts: throughput,latency,asleep,same-core,python\n"
+"  --parts LIST       only these parts: throughput,latency,asleep,same-core,python,\n"
+"                     bridge (ndchan-bridge vs raw UCX; only when named)\n"
 "  --sleep-us N       pause between round trips in the peer-asleep case (default 1000)\n"
 "  --spin-ns N        ndchan spin budget (ndc_chan_opts.spin_ns; default 0 = library's)\n"
 "  --numa P           ndchan payload placement: first-touch (default), bind:N, preferred:N,\n"
@@ -1088,6 +1089,8 @@ int main(int argc, char **argv)
     print_details();
     compute_targets();
     print_targets();
+    if (opt.parts && in_list(opt.parts, "bridge"))   /* never in the default run */
+        bench_bridge();
     if (py_skip[0])
         printf("\nPython rows skipped: %s\n", py_skip);
     if (same)

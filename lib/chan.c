@@ -357,7 +357,6 @@ int ndc__rejoin_slow(ndc_chan *ch)
          * process look held by a sibling forever (holder_alive, peer.c) */
         atomic_store(&ch->in_lock, 0);
         ndc__live_close(&ch->live);   /* closed at fork already; unregistered */
-        atomic_store(&ch->in_lock, 0);   /* a parent's thread in the lock is not ours */
         r = join(ch);
         if (r == 0)
             ch->fork_gen = gen;

@@ -36,8 +36,9 @@ struct ndc_chan {
      * fork_gen stale and joins as a process of its own (see peer.c). */
     struct ndc__live live;       /* the liveness lock's description */
     uint32_t me;                 /* peer index */
-    _Atomic uint32_t in_lock;    /* this process's threads taking or holding the queue lock:
-                                    a lock word naming this process while none does is forged */
+    _Atomic uint32_t in_lock;    /* this process's threads holding the queue lock or in a CAS
+                                    to take it (lock.h): a lock word naming this process
+                                    while it is 0 is forged */
     int32_t pid;
     unsigned fork_gen;
     uint64_t *claimed;           /* [nslots] payload bytes of each slot this process has

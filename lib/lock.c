@@ -20,20 +20,30 @@
 #define SLICE_NS      1000000           /* 1 ms */
 #define TRY_GRACE_NS  200000            /* timeout 0 still waits this long for a slow holder */
 
-int ndc__trylock(_Atomic uint32_t *w, uint32_t me)
+/* One compare-and-swap of the word from `expect` to `want`, counted in
+ * `holding` while it may succeed (see lock.h). acquire: pairs with the
+ * release exchange in ndc__unlock. */
+static int take(_Atomic uint32_t *w, uint32_t expect, uint32_t want, _Atomic uint32_t *holding)
 {
-    uint32_t z = 0;
-    /* acquire: pairs with the release exchange in ndc__unlock */
-    return atomic_compare_exchange_strong_explicit(w, &z, me + 1, memory_order_acquire,
-                                                   memory_order_relaxed) ? 0 : -EBUSY;
+    atomic_fetch_add_explicit(holding, 1, memory_order_seq_cst);
+    if (atomic_compare_exchange_strong_explicit(w, &expect, want, memory_order_acquire,
+                                                memory_order_relaxed))
+        return 1;
+    atomic_fetch_sub_explicit(holding, 1, memory_order_release);
+    return 0;
 }
 
-int ndc__lock(_Atomic uint32_t *w, uint32_t me, uint32_t npeers, struct ndc__deadline *dl,
-              ndc__holder_alive_fn alive, void *ctx)
+int ndc__trylock(_Atomic uint32_t *w, uint32_t me, _Atomic uint32_t *holding)
+{
+    return take(w, 0, me + 1, holding) ? 0 : -EBUSY;
+}
+
+int ndc__lock(_Atomic uint32_t *w, uint32_t me, _Atomic uint32_t *holding, uint32_t npeers,
+              struct ndc__deadline *dl, ndc__holder_alive_fn alive, void *ctx)
 {
     for (int i = 0; i < SPINS; i++) {
         uint32_t v = atomic_load_explicit(w, memory_order_relaxed);
-        if (v == 0 && ndc__trylock(w, me) == 0)
+        if (v == 0 && take(w, 0, me + 1, holding))
             return 0;
         ndc__cpu_relax();
     }
@@ -44,16 +54,13 @@ int ndc__lock(_Atomic uint32_t *w, uint32_t me, uint32_t npeers, struct ndc__dea
     for (;;) {
         uint32_t v = atomic_load_explicit(w, memory_order_relaxed);
         if (v == 0) {
-            /* acquire: pairs with the release exchange in ndc__unlock */
-            if (atomic_compare_exchange_strong_explicit(w, &v, mine, memory_order_acquire,
-                                                        memory_order_relaxed))
+            if (take(w, v, mine, holding))
                 return 0;
             continue;
         }
         uint32_t holder = v & ~NDC__LOCK_WAITERS;
         if (holder == 0 || holder > npeers || !alive(ctx, holder - 1)) {
-            if (atomic_compare_exchange_strong_explicit(w, &v, mine, memory_order_acquire,
-                                                        memory_order_relaxed))
+            if (take(w, v, mine, holding))
                 return 1;
             continue;
         }

@@ -35,28 +35,26 @@ int ndc__peer_alive(const ndc_chan *ch, uint32_t i)
 }
 
 /* A lock word naming this process is true only while one of its threads
- * is in ndc__peer_lock or holds the lock (besides the asking one): else
- * the word was forged (scribbled), and waiting for ourselves would hang. */
+ * holds the lock (or is taking it): else the word was forged (scribbled,
+ * or left by a process killed inside the lock whose entry we then took),
+ * and waiting for ourselves would hang.
+ * Threads that merely wait are not counted (lock.h), so two of them do
+ * not mistake each other for the holder. */
 static int holder_alive(void *ctx, uint32_t holder)
 {
     ndc_chan *ch = ctx;
     if (holder == ch->me)
-        return atomic_load_explicit(&ch->in_lock, memory_order_acquire) > 1;
+        return atomic_load_explicit(&ch->in_lock, memory_order_seq_cst) > 0;
     return ndc__peer_alive(ch, holder);
 }
 
 static int lock_as(ndc_chan *ch, uint32_t id, struct ndc__deadline *dl)
 {
-    /* counted before trying, uncounted after the unlock (ndc__peer_unlock):
-     * a sibling thread never sees our word while the count says none */
-    atomic_fetch_add_explicit(&ch->in_lock, 1, memory_order_acq_rel);
-    int r = ndc__lock(&ch->ctrl->lock, id, ch->seg.g.max_peers, dl, holder_alive, ch);
+    int r = ndc__lock(&ch->ctrl->lock, id, &ch->in_lock, ch->seg.g.max_peers, dl, holder_alive, ch);
     if (r == 1) {   /* the last holder died inside: its half-done work is rebuilt */
         ndc__queue_rebuild(ch, ndc__peer_alive);
         r = 0;
     }
-    if (r)
-        atomic_fetch_sub_explicit(&ch->in_lock, 1, memory_order_release);
     return r == -ETIMEDOUT && dl->timeout_ns == 0 ? -EAGAIN : r;
 }
 
@@ -229,11 +227,8 @@ void ndc__peer_leave(ndc_chan *ch)
     uint32_t live = NDC__PEER_LIVE;
     if (!atomic_compare_exchange_strong(&p->state, &live, NDC__PEER_GONE))
         return;   /* not ours any more (a scribbled entry, retired) */
-    atomic_fetch_add(&ch->in_lock, 1);
-    if (ndc__trylock(&ch->ctrl->lock, ch->me) != 0) {
-        atomic_fetch_sub(&ch->in_lock, 1);
+    if (ndc__trylock(&ch->ctrl->lock, ch->me, &ch->in_lock) != 0)
         return;   /* someone else's sweep will finish it */
-    }
     uint32_t before = free_count(ch);
     retire(ch, ch->me, 1);   /* stays GONE: the next sweep or claim clears it */
     /* While the lock is ours anyway, retire the dead too: otherwise what

@@ -9,6 +9,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "error.h"
 #include "numa.h"
 #include "segment.h"
@@ -80,18 +81,11 @@ int ndc__slot_validate(const struct ndc__slot *s, const struct ndc__geometry *g)
         return ndc__fail(-EBADMSG, "slot header: unknown dtype %u", s->dtype);
     if (s->ndim < 0 || s->ndim > NDC_MAX_DIMS)
         return ndc__fail(-EBADMSG, "slot header: ndim %d", s->ndim);
-    uint64_t n = item;
-    int zero = 0;
-    for (int i = 0; i < s->ndim; i++) {
-        if (s->shape[i] < 0)
-            return ndc__fail(-EBADMSG, "slot header: negative extent on axis %d", i);
-        zero |= s->shape[i] == 0;
-    }
-    for (int i = 0; i < s->ndim && !zero; i++)
-        if (__builtin_mul_overflow(n, (uint64_t)s->shape[i], &n) || n > g->slot_bytes)
-            return ndc__fail(-EBADMSG, "slot header: shape larger than the slot");
-    if (zero)
-        n = 0;
+    uint64_t n;
+    int r = ndc__shape_bytes(item, s->ndim, s->shape, 0, &n);
+    if (r)
+        return ndc__fail(-EBADMSG, "slot header: %s", r == -EOVERFLOW ? "shape larger than the slot"
+                                                                      : "negative extent");
     if (n != s->nbytes || n > g->slot_bytes)
         return ndc__fail(-EBADMSG, "slot header: nbytes %llu, shape says %llu, slot holds %llu",
                          (unsigned long long)s->nbytes, (unsigned long long)n,

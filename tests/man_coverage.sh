@@ -1,13 +1,14 @@
 #!/bin/sh
 # man_coverage.sh LIBNDCHAN.so HEADER MAN_SRC MAN_BUILD
 # Every symbol the shared library exports has a section 3 page (its own or
-# an alias of its family's) whose NAME line names it, and that page names
-# every errno the header's doc block for that call lists.
+# an alias of its family's) whose NAME line names it, with the sections
+# SYNOPSIS, DESCRIPTION, RETURN VALUE, NOTES and SEE ALSO, and that page
+# names every errno the header's doc block for that call lists.
 set -u
 lib=$1 header=$2 src=$3 bld=$4
 fails=0 n=0
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.pages"' EXIT
 page_of() {   # the page a name resolves to, following one .so alias
     f=""
     [ -f "$src/$1.3" ] && f="$src/$1.3"
@@ -45,8 +46,14 @@ for sym in $(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDRB]$/ { sub(/@.*/, "",
         grep -qw "$e" "$page" ||
             { echo "FAIL: $sym: the header lists -$e, $(basename "$page") does not"; fails=$((fails + 1)); }
     done
-    grep -q '^\.SH RETURN VALUE' "$page" ||
-        { echo "FAIL: $(basename "$page"): no RETURN VALUE section"; fails=$((fails + 1)); }
+    echo "$page" >>"$tmp.pages"
+done
+# the sections, once per page
+for page in $(sort -u "$tmp.pages"); do
+    for section in SYNOPSIS DESCRIPTION "RETURN VALUE" NOTES "SEE ALSO"; do
+        grep -q "^\.SH $section" "$page" ||
+            { echo "FAIL: $(basename "$page"): no $section section"; fails=$((fails + 1)); }
+    done
 done
 echo "$n exported symbols checked against their man pages"
 echo "$((n - fails)) passed, $fails failed"

@@ -799,7 +799,16 @@ static void interrupt_case(int sender)
     pid_t pid = th_fork(intr_child, &arg);
     uint32_t w = sender ? POLL_STAT(ch, senders_waiting, 1) : POLL_STAT(ch, receivers_waiting, 1);
     int64_t t_kill = th_now_ns();
-    kill(pid, SIGUSR1);
+    /* The count goes up just before the futex wait: a signal that lands
+     * in between runs its handler and the wait begins after it, as any
+     * blocking call would. Signal again until one lands in the sleep. */
+    for (int i = 0; i < 500; i++) {
+        siginfo_t si = { 0 };
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == pid)
+            break;   /* it returned (and exited) */
+        kill(pid, SIGUSR1);
+        usleep(20 * 1000);
+    }
     int st = th_wait(pid, 10000);
     cr_assert_eq(w, 1, "%s_waiting = %u while the child sleeps, want 1",
                  sender ? "senders" : "receivers", w);

@@ -10,6 +10,7 @@
 set -u
 T=$1
 MAKE_NPY=$2
+BENCH=${3:-}
 dir=$(mktemp -d)
 name=ndc-tools-test-$$
 trap 'rm -rf "$dir"; rm -f /dev/shm/$name /dev/shm/$name-b' EXIT
@@ -37,6 +38,11 @@ for t in ndchan-demo ndchan-stat ndchan-topo ndchan-load ndchan-save; do
     grep -q '^usage:' "$dir/stdout" || { echo "FAIL: $t --help: no usage on stdout"; fails=$((fails + 1)); }
     check "$t --no-such-option" 2 "$T/$t" --no-such-option; one_line "$t --no-such-option"
 done
+if [ -n "$BENCH" ]; then
+    check "ndchan-bench --help" 0 "$BENCH" --help
+    check "ndchan-bench --reps many" 2 "$BENCH" --reps many; one_line "ndchan-bench --reps many"
+    check "ndchan-bench extra" 2 "$BENCH" extra; one_line "ndchan-bench extra"
+fi
 check "demo --arrays abc" 2 "$T/ndchan-demo" --arrays abc; one_line "demo --arrays abc"
 check "demo --arrays 5x" 2 "$T/ndchan-demo" --arrays 5x
 check "demo extra argument" 2 "$T/ndchan-demo" extra; one_line "demo extra"

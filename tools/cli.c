@@ -48,12 +48,17 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
     case 'h':
         fputs(help_text, stdout);
         exit(0);
-    case ':':
-        if (optopt)
+    }
+    /* a short option is named by optopt; a long one (whose value may be any
+     * number) by the argument as typed */
+    int is_short = optopt > 0 && optopt < 128 && arg[0] == '-' && arg[1] != '-';
+    if (c == ':') {
+        if (is_short)
             cli_usage("option -%c needs an argument", optopt);
         cli_usage("option %s needs an argument", arg);
-    case '?':
-        if (optopt)
+    }
+    if (c == '?') {
+        if (is_short)
             cli_usage("unknown option -%c", optopt);
         cli_usage("unknown option %s", arg);
     }

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "cli.h"
 #include "ndchan.h"
@@ -115,19 +114,6 @@ static uint64_t check_files(void)
     return max;
 }
 
-/* -u: the name goes once every array sent was received and given back (a
- * consumer holding one may still need nothing more: it is attached). */
-static void wait_consumed(ndc_chan *ch)
-{
-    for (;;) {
-        struct ndc_stat st;
-        if (ndc_stat(ch, &st) != 0 || (st.received >= st.sent && st.loaned == 0 && st.ready == 0))
-            return;
-        struct timespec ts = { 0, 20 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
-    }
-}
-
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -188,10 +174,20 @@ int main(int argc, char **argv)
     snprintf(detail, sizeof detail, "%s", ndc_last_error());
     progress_stop(prog);
     ndc_close(chan);
-    if (r >= 0 && unlink_name)
-        wait_consumed(chan);
+    int keep = 0;
+    if (r >= 0 && unlink_name) {
+        /* -u: the name goes once every array was received and released (a
+         * consumer may not have started yet); if every receiver died with
+         * arrays left, the name stays for the next one */
+        int w = ndc_wait_drained(chan, NDC_DRAIN_CLOSED, NDC_FOREVER);
+        if (w) {
+            keep = 1;
+            r = w;
+            snprintf(detail, sizeof detail, "the stream was not consumed; %s stays", name);
+        }
+    }
     /* a channel we created for a load that failed is of no further use */
-    if (unlink_name || (create && r < 0))
+    if (!keep && (unlink_name || (create && r < 0)))
         ndc_unlink(name);
     ndc_free(chan);
     for (size_t i = 0; i < npaths; i++)

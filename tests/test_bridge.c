@@ -1,0 +1,601 @@
+/* ndchan-bridge end to end: two real bridge processes over loopback UCX,
+ * a producer feeding the near channel and a consumer on the far one.
+ *
+ * Every stream is checked array by array: tag = the producer's index, the
+ * payload filled from that index (th_fill/th_check), dtype and shape derived
+ * from it, so loss, duplication, reordering or a torn payload all fail. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "bridge_ucx.h"
+#include "bridge_wire.h"
+#include <ucp/api/ucp.h>
+
+#ifndef NDC_BRIDGE_PATH
+#error "meson passes the path of ndchan-bridge"
+#endif
+
+#define TLS_DEFAULT NULL
+#define BIG_NONE    0
+
+/* ---- processes ----------------------------------------------------------- */
+
+/* A port nobody listens on right now (bound, read, released). */
+static int free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    cr_assert(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(s, (struct sockaddr *)&a, &len) == 0);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+struct bridge { pid_t pid; char log[128]; };
+
+/* Start `ndchan-bridge VERB EP CHAN ARGS...` with stderr to a log file. */
+static struct bridge start_bridge(const char *tls, const char *verb, int port, const char *chan,
+                                  const char *extra1, const char *extra2)
+{
+    static int n;
+    struct bridge b;
+    snprintf(b.log, sizeof b.log, "/tmp/ndc_bridge_test.%d.%d.log", (int)getpid(), n++);
+    char ep[64];
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", port);
+    fflush(NULL);
+    b.pid = fork();
+    cr_assert(b.pid >= 0);
+    if (b.pid == 0) {
+        /* a bridge outlives no test that timed out, and never holds the
+         * test runner's output pipe */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(b.log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        setenv("UCX_NET_DEVICES", "lo", 1);   /* loopback only */
+        if (tls)
+            setenv("UCX_TLS", tls, 1);
+        else
+            unsetenv("UCX_TLS");
+        const char *argv[10] = { NDC_BRIDGE_PATH, verb, ep, chan + 1, "--link-timeout", "5" };
+        int k = 6;
+        if (extra1)
+            argv[k++] = extra1;
+        if (extra2)
+            argv[k++] = extra2;
+        argv[k] = NULL;
+        execv(argv[0], (char **)argv);
+        _exit(127);
+    }
+    return b;
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[1 << 16];
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    buf[n] = 0;
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+/* Wait for a bridge's exit status and check it, printing its log if not. */
+static void expect_exit(struct bridge *b, int want, int timeout_ms)
+{
+    int st = th_wait(b->pid, timeout_ms);
+    cr_expect_eq(st, want, "bridge exited %d, want %d; its log:\n%s", st, want, slurp(b->log));
+}
+
+/* ---- what flows --------------------------------------------------------- */
+
+/* Array i's dtype and shape: mostly small and varied, a few big ones. */
+static void shape_of(uint64_t i, const uint64_t *big, int nbig, struct ndc_array *a)
+{
+    uint64_t h = th_mix(i);
+    int64_t shape[4];
+    enum ndc_dtype t = (enum ndc_dtype)(1 + h % NDC_DTYPE_LAST);
+    for (int k = 0; k < nbig; k++)
+        if (big[k] && i == (uint64_t)k * 997 + 13) {   /* big arrays at fixed places */
+            shape[0] = (int64_t)(big[k] / 4);
+            ndc_array_init(a, NDC_F32, 1, shape, NULL);
+            a->tag = i;
+            return;
+        }
+    int ndim = (int)(h >> 8) % 4;
+    size_t es = ndc_dtype_size(t), total = es;
+    for (int d = 0; d < ndim; d++) {
+        shape[d] = (int64_t)((h >> (16 + 8 * d)) % 24);
+        if (total * (size_t)(shape[d] ? shape[d] : 1) > 64 * 1024)
+            shape[d] = 1;
+        total *= (size_t)(shape[d] ? shape[d] : 1);
+    }
+    ndc_array_init(a, t, ndim, shape, NULL);
+    a->tag = i;
+}
+
+struct producer {
+    char     name[128];
+    uint64_t n, first;
+    uint64_t big[4];
+    int      nbig;
+    uint32_t slots;
+    uint64_t slot_bytes;
+    int      delay_us;           /* between arrays, so kills land mid-stream */
+    int      no_close;
+    int      retry_dead;         /* wait out -EOWNERDEAD (a near bridge restarting) */
+};
+
+static int produce(void *arg)
+{
+    struct producer *p = arg;
+    struct ndc_chan_opts o = { .slots = p->slots, .slot_bytes = p->slot_bytes };
+    ndc_chan *ch;
+    int r = ndc_create(&ch, p->name, &o);
+    CK(r == 0, 10, "create %s: %s", p->name, ndc_strerror(r));
+    for (uint64_t i = p->first; i < p->n; i++) {
+        struct ndc_array a;
+        shape_of(i, p->big, p->nbig, &a);
+        while ((r = ndc_reserve(ch, &a, NDC_FOREVER)) == -EOWNERDEAD && p->retry_dead)
+            usleep(20000);   /* the near bridge is being restarted */
+        CK(r == 0, 11, "reserve %llu: %s", (unsigned long long)i, ndc_strerror(r));
+        th_fill(a.data, ndc_array_nbytes(&a), i);
+        r = ndc_commit(ch, &a);
+        CK(r == 0, 12, "commit %llu: %s", (unsigned long long)i, ndc_strerror(r));
+        if (p->delay_us)
+            usleep((useconds_t)p->delay_us);
+    }
+    if (!p->no_close)
+        ndc_close(ch);
+    ndc_free(ch);
+    return 0;
+}
+
+struct consumed {
+    uint64_t n, dups, gaps, bad, missing;
+    int      end;                /* the error that ended it */
+};
+
+/* Receive from the far channel until it ends; every array must be the next
+ * one (gaps allowed only when allow_gap, and counted). */
+/* A far bridge that dies is a dead sender: a receiver waiting on the empty
+ * far channel gets -EOWNERDEAD until the restarted bridge attaches.
+ * dead_ok_ns: how long such a receiver keeps trying. */
+static int64_t dead_ok_ns;
+
+static struct consumed consume(const char *name, const struct producer *p, int64_t idle_ns,
+                               void (*each)(uint64_t n, void *), void *arg)
+{
+    struct consumed c = { 0 };
+    ndc_chan *ch;
+    int r = ndc_open_wait(&ch, name, NDC_RDONLY, 30 * SEC);
+    cr_assert_eq(r, 0, "open far %s: %s", name, ndc_strerror(r));
+    uint64_t want = 0;
+    for (;;) {
+        struct ndc_array a;
+        r = ndc_acquire(ch, &a, idle_ns);
+        int64_t until = th_now_ns() + dead_ok_ns;
+        while (r == -EOWNERDEAD && th_now_ns() < until) {
+            usleep(10000);
+            r = ndc_acquire(ch, &a, idle_ns);
+        }
+        if (r) {
+            c.end = r;
+            break;
+        }
+        struct ndc_array s;
+        shape_of(a.tag, p->big, p->nbig, &s);
+        if (s.dtype != a.dtype || s.ndim != a.ndim ||
+            memcmp(s.shape, a.shape, sizeof(int64_t) * (size_t)a.ndim))
+            c.bad++;
+        if (a.tag < want)
+            c.dups++;
+        else if (a.tag > want) {
+            c.gaps++;
+            c.missing += a.tag - want;
+        }
+        if (!th_check(a.data, ndc_array_nbytes(&a), a.tag))
+            c.bad++;
+        want = a.tag + 1;
+        c.n++;
+        ndc_release(ch, &a);
+        if (each)
+            each(c.n, arg);
+    }
+    ndc_free(ch);
+    return c;
+}
+
+/* The dtype/shape check needs the big list: shape_of(tag, big) for both. */
+static struct producer mkprod(const char *what, uint64_t n)
+{
+    struct producer p = { .n = n, .slots = 8, .slot_bytes = 64 * 1024 };
+    snprintf(p.name, sizeof p.name, "%s", th_unique_name(what));
+    return p;
+}
+
+static char far_name[160];
+static const char *far_of(const char *near)
+{
+    snprintf(far_name, sizeof far_name, "%s.far", near);
+    return far_name;
+}
+
+static void cleanup(const char *near)
+{
+    ndc_unlink(near);
+    ndc_unlink(far_of(near));
+    char st[160];
+    snprintf(st, sizeof st, "%s.far.bridge", near);
+    shm_unlink(st);
+}
+
+/* ---- content, order, exactly once, end of stream ------------------------------ */
+
+static void stream(const char *tls, uint64_t n, const uint64_t *big, int nbig, uint64_t slot_bytes)
+{
+    struct producer p = mkprod("stream", n);
+    memcpy(p.big, big, sizeof(uint64_t) * (size_t)nbig);
+    p.nbig = nbig;
+    p.slot_bytes = slot_bytes;
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    int port = free_port();
+    struct bridge l = start_bridge(tls, "listen", port, far, NULL, NULL);
+    pid_t prod = th_fork(produce, &p);
+    struct bridge c = start_bridge(tls, "connect", port, p.name, NULL, NULL);
+    struct consumed got = consume(far, &p, 30 * SEC, NULL, NULL);
+    cr_expect_eq(got.end, -EPIPE, "the far stream ended with %s, not end of stream", ndc_strerror(got.end));
+    cr_expect_eq(got.n, n, "%llu arrays arrived, %llu sent", (unsigned long long)got.n, (unsigned long long)n);
+    cr_expect_eq(got.dups + got.gaps + got.bad, 0, "dups %llu gaps %llu bad payloads %llu",
+                 (unsigned long long)got.dups, (unsigned long long)got.gaps, (unsigned long long)got.bad);
+    cr_expect_eq(th_wait(prod, 30000), 0);
+    expect_exit(&c, 0, 30000);
+    expect_exit(&l, 0, 30000);
+    cr_expect(strstr(slurp(l.log), "over tcp") || !tls, "the listen side names its transport:\n%s", slurp(l.log));
+    cleanup(p.name);
+}
+
+Test(bridge, stream_of_random_arrays_over_tcp, .timeout = 120)
+{
+    const uint64_t big[] = { 256ull << 20, 16ull << 20, 16ull << 20 };
+    stream("tcp", 3000, big, 3, 256ull << 20);
+}
+
+Test(bridge, stream_of_random_arrays_over_default_transports, .timeout = 120)
+{
+    const uint64_t big[] = { 64ull << 20, 1ull << 20 };
+    stream(TLS_DEFAULT, 2000, big, 2, 64ull << 20);
+}
+
+Test(bridge, empty_stream_closes_the_far_channel, .timeout = 60)
+{
+    stream("tcp", 0, NULL, 0, 4096);
+}
+
+/* ---- backpressure -------------------------------------------------------------- */
+
+Test(bridge, a_stopped_far_consumer_blocks_the_near_producer, .timeout = 90)
+{
+    struct producer p = mkprod("bp", 200);
+    p.slots = 4;
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    int port = free_port();
+    struct bridge l = start_bridge("tcp", "listen", port, far, NULL, NULL);
+    pid_t prod = th_fork(produce, &p);
+    struct bridge c = start_bridge("tcp", "connect", port, p.name, NULL, NULL);
+    /* nobody consumes yet: what can be in flight is the far channel's
+     * slots plus the near channel's, and the producer must then wait */
+    ndc_chan *fch, *nch;
+    th_ok(ndc_open_wait(&fch, far, NDC_RDONLY, 30 * SEC));
+    th_ok(ndc_open_wait(&nch, p.name, NDC_RDONLY, 30 * SEC));
+    usleep(1500 * 1000);
+    struct ndc_stat fs = th_stat(fch), ns1 = th_stat(nch);
+    usleep(500 * 1000);
+    struct ndc_stat ns2 = th_stat(nch);
+    cr_expect_eq(fs.ready, fs.slots, "the far channel is full: %u of %u ready", fs.ready, fs.slots);
+    cr_expect_eq(ns1.sent, ns2.sent, "the producer keeps sending (%llu -> %llu) into a full pipeline",
+                 (unsigned long long)ns1.sent, (unsigned long long)ns2.sent);
+    cr_expect_leq(ns2.sent, (uint64_t)fs.slots + ns2.slots, "more in flight (%llu) than both channels hold",
+                  (unsigned long long)ns2.sent);
+    cr_expect_eq(waitpid(prod, NULL, WNOHANG), 0, "the producer finished though nothing was consumed");
+    ndc_free(nch);
+    ndc_free(fch);
+    struct consumed got = consume(far, &p, 30 * SEC, NULL, NULL);
+    cr_expect_eq(got.end, -EPIPE);
+    cr_expect_eq(got.n, p.n, "after the stall, %llu of %llu arrived", (unsigned long long)got.n,
+                 (unsigned long long)p.n);
+    cr_expect_eq(got.dups + got.gaps + got.bad, 0);
+    cr_expect_eq(th_wait(prod, 30000), 0);
+    expect_exit(&c, 0, 30000);
+    expect_exit(&l, 0, 30000);
+    cleanup(p.name);
+}
+
+/* ---- a bridge killed mid-stream and restarted ---------------------------------- */
+
+struct killer { struct bridge *b; uint64_t at; int done; const char *tls, *verb, *chan; int port; };
+
+static void kill_and_restart(uint64_t n, void *arg)
+{
+    struct killer *k = arg;
+    if (k->done || n != k->at)
+        return;
+    k->done = 1;
+    kill(k->b->pid, SIGKILL);
+    th_wait(k->b->pid, 5000);
+    usleep(200 * 1000);
+    *k->b = start_bridge(k->tls, k->verb, k->port, k->chan, NULL, NULL);
+}
+
+static void killed_bridge(const char *tls, int far_side)
+{
+    struct producer p = mkprod(far_side ? "killfar" : "killnear", 1500);
+    p.delay_us = 300;
+    p.retry_dead = 1;
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    int port = free_port();
+    struct bridge l = start_bridge(tls, "listen", port, far, NULL, NULL);
+    pid_t prod = th_fork(produce, &p);
+    struct bridge c = start_bridge(tls, "connect", port, p.name, NULL, NULL);
+    struct killer k = { far_side ? &l : &c, 400, 0, tls, far_side ? "listen" : "connect",
+                        far_side ? far : p.name, port };
+    dead_ok_ns = far_side ? 15 * SEC : 0;
+    struct consumed got = consume(far, &p, 30 * SEC, kill_and_restart, &k);
+    dead_ok_ns = 0;
+    cr_assert(k.done, "the stream ended before the kill");
+    cr_expect_eq(got.end, -EPIPE, "ended with %s", ndc_strerror(got.end));
+    cr_expect_eq(got.dups, 0, "%llu duplicates after the restart", (unsigned long long)got.dups);
+    cr_expect_eq(got.bad, 0);
+    if (far_side) {
+        cr_expect_eq(got.n, p.n, "%llu of %llu arrived", (unsigned long long)got.n, (unsigned long long)p.n);
+        cr_expect_eq(got.gaps, 0);
+    } else {
+        /* the library gives a dead receiver's loans back as free slots: what
+         * the killed near bridge held (at most the far window) is lost, and
+         * said so, but nothing is duplicated or reordered */
+        cr_expect_leq(got.missing, 8, "%llu arrays lost, more than the bridge could hold",
+                      (unsigned long long)got.missing);
+        cr_expect_eq(got.n + got.missing, p.n);
+    }
+    cr_expect_eq(th_wait(prod, 30000), 0);
+    expect_exit(&c, 0, 30000);
+    expect_exit(&l, 0, 30000);
+    cleanup(p.name);
+}
+
+Test(bridge, far_bridge_killed_and_restarted_delivers_exactly_once, .timeout = 120)
+{
+    killed_bridge("tcp", 1);
+}
+
+Test(bridge, far_bridge_killed_and_restarted_default_transports, .timeout = 120)
+{
+    killed_bridge(TLS_DEFAULT, 1);
+}
+
+Test(bridge, near_bridge_killed_and_restarted_never_duplicates, .timeout = 120)
+{
+    killed_bridge("tcp", 0);
+}
+
+/* ---- dead producer, dead consumer, dead link ------------------------------------ */
+
+Test(bridge, dead_producer_is_a_dead_sender_on_the_far_side, .timeout = 90)
+{
+    struct producer p = mkprod("deadprod", 1000000);
+    p.delay_us = 1000;
+    p.no_close = 1;
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    int port = free_port();
+    struct bridge l = start_bridge("tcp", "listen", port, far, NULL, NULL);
+    pid_t prod = th_fork(produce, &p);
+    struct bridge c = start_bridge("tcp", "connect", port, p.name, NULL, NULL);
+    ndc_chan *ch;
+    th_ok(ndc_open_wait(&ch, far, NDC_RDONLY, 30 * SEC));
+    struct ndc_array a;
+    for (int i = 0; i < 50; i++) {
+        th_ok(ndc_acquire(ch, &a, 10 * SEC));
+        th_ok(ndc_release(ch, &a));
+    }
+    kill(prod, SIGKILL);
+    th_wait(prod, 5000);
+    int r;
+    while ((r = ndc_acquire(ch, &a, 10 * SEC)) == 0)
+        ndc_release(ch, &a);
+    cr_expect_eq(r, -EOWNERDEAD, "far receiver got %s, want -EOWNERDEAD", ndc_strerror(r));
+    ndc_free(ch);
+    expect_exit(&c, 4, 30000);
+    expect_exit(&l, 4, 30000);
+    cleanup(p.name);
+}
+
+static int consume_then_hang(void *arg)
+{
+    const char *far = arg;
+    ndc_chan *ch;
+    CK(ndc_open_wait(&ch, far, NDC_RDONLY, 30 * SEC) == 0, 10, "open");
+    struct ndc_array a;
+    for (int i = 0; i < 50; i++) {
+        CK(ndc_acquire(ch, &a, 10 * SEC) == 0, 11, "acquire");
+        ndc_release(ch, &a);
+    }
+    pause();   /* killed here */
+    return 0;
+}
+
+Test(bridge, dead_consumer_is_a_dead_receiver_on_the_near_side, .timeout = 90)
+{
+    struct producer p = mkprod("deadcons", 1000000);
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    int port = free_port();
+    struct bridge l = start_bridge("tcp", "listen", port, far, NULL, NULL);
+    /* the producer runs here, to see what ndc_reserve says */
+    struct ndc_chan_opts o = { .slots = 8, .slot_bytes = 65536 };
+    ndc_chan *ch;
+    th_ok(ndc_create(&ch, p.name, &o));
+    struct bridge c = start_bridge("tcp", "connect", port, p.name, NULL, NULL);
+    pid_t cons = th_fork(consume_then_hang, far);
+    int r = 0;
+    for (uint64_t i = 0; i < p.n; i++) {
+        struct ndc_array a;
+        shape_of(i, NULL, 0, &a);
+        if ((r = ndc_reserve(ch, &a, 20 * SEC)))
+            break;
+        th_fill(a.data, ndc_array_nbytes(&a), i);
+        th_ok(ndc_commit(ch, &a));
+        if (i == 30) {   /* the consumer takes 50, so it dies mid-stream */
+            kill(cons, SIGKILL);
+            th_wait(cons, 5000);
+        }
+    }
+    cr_expect_eq(r, -EOWNERDEAD, "the near producer got %s, want -EOWNERDEAD", ndc_strerror(r));
+    ndc_free(ch);
+    expect_exit(&l, 4, 30000);
+    expect_exit(&c, 4, 30000);
+    cleanup(p.name);
+}
+
+/* One bridge dies for good: the other waits --link-timeout (5 s here),
+ * then reports it through its channel as a dead peer. */
+static void link_down(int kill_far)
+{
+    struct producer p = mkprod(kill_far ? "linkfar" : "linknear", 1000000);
+    p.delay_us = 1000;
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    int port = free_port();
+    struct bridge l = start_bridge("tcp", "listen", port, far, NULL, NULL);
+    pid_t prod = th_fork(produce, &p);
+    struct bridge c = start_bridge("tcp", "connect", port, p.name, NULL, NULL);
+    ndc_chan *ch;
+    th_ok(ndc_open_wait(&ch, far, NDC_RDONLY, 30 * SEC));
+    struct ndc_array a;
+    for (int i = 0; i < 20; i++) {
+        th_ok(ndc_acquire(ch, &a, 10 * SEC));
+        th_ok(ndc_release(ch, &a));
+    }
+    struct bridge *dead = kill_far ? &l : &c, *alive = kill_far ? &c : &l;
+    kill(dead->pid, SIGKILL);
+    th_wait(dead->pid, 5000);
+    int64_t t0 = th_now_ns();
+    expect_exit(alive, 5, 30000);
+    double waited = (double)(th_now_ns() - t0) / 1e9;
+    cr_expect(waited > 4, "reported after %.1f s, before the 5 s link timeout", waited);
+    if (kill_far)
+        cr_expect(strstr(slurp(c.log), "not delivered"), "the near side counts what it could not "
+                  "deliver:\n%s", slurp(c.log));
+    int r;
+    while ((r = ndc_acquire(ch, &a, 10 * SEC)) == 0)
+        ndc_release(ch, &a);
+    cr_expect_eq(r, -EOWNERDEAD, "far receiver got %s, want -EOWNERDEAD", ndc_strerror(r));
+    ndc_free(ch);
+    /* the near producer sees its only receiver gone once its channel fills */
+    int pst = th_wait(prod, 30000);
+    cr_expect_eq(pst, 11, "the producer should fail its reserve with -EOWNERDEAD (exit 11), got %d", pst);
+    cleanup(p.name);
+}
+
+Test(bridge, far_bridge_gone_for_good_is_reported_by_the_near_side, .timeout = 90)
+{
+    link_down(1);
+}
+
+Test(bridge, near_bridge_gone_for_good_is_reported_by_the_far_side, .timeout = 90)
+{
+    link_down(0);
+}
+
+/* ---- peers that are not bridges ------------------------------------------------- */
+
+static void on_err(void *arg, ucp_ep_h ep, ucs_status_t s) { (void)arg; (void)ep; (void)s; }
+
+/* Connect with UCX, send `msg` as a HELLO, return the HELLO_ACK's status. */
+static int say_hello(int port, const unsigned char *msg, size_t n, struct bw_hello_ack *ack)
+{
+    struct bu u;
+    char err[256];
+    cr_assert_eq(bu_init(&u, err, sizeof err), 0, "%s", err);
+    ucp_ep_h ep;
+    cr_assert_eq(bu_connect(&u, "127.0.0.1", (uint16_t)port, &ep, on_err, NULL, err, sizeof err), 0, "%s", err);
+    unsigned char buf[BW_MAX_MSG];
+    struct bu_req rr, rs;
+    bu_recv(&u, buf, sizeof buf, bw_tag(BW_HELLO_ACK, 7, 0), BW_MASK_CONN, NULL, &rr);
+    bu_send(&u, ep, msg, n, bw_tag(BW_HELLO, 7, 0), NULL, &rs);
+    int r = bu_wait_req(&u, &rr, 10000);
+    cr_assert_eq(r, 0, "no HELLO_ACK within 10 s");
+    cr_assert_eq(rr.status, UCS_OK, "%s", ucs_status_string(rr.status));
+    char why[200];
+    cr_assert_eq(bw_hello_ack_decode(buf, rr.length, ack, why, sizeof why), 0, "%s", why);
+    bu_wait_req(&u, &rs, 1000);
+    bu_close(&u, ep, 1, 1000);
+    bu_fini(&u);
+    return ack->status;
+}
+
+Test(bridge, garbage_and_old_versions_are_refused_and_nothing_is_committed, .timeout = 90)
+{
+    const char *near = th_unique_name("garbage");
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(near));
+    int port = free_port();
+    setenv("UCX_NET_DEVICES", "lo", 1);
+    setenv("UCX_TLS", "tcp", 1);
+    struct bridge l = start_bridge("tcp", "listen", port, far, NULL, NULL);
+    usleep(500 * 1000);
+    struct bw_hello h = { .conn = 7, .slots = 4, .slot_bytes = 4096 };
+    snprintf(h.chan, sizeof h.chan, "%s", near);
+    unsigned char m[BW_HELLO_SIZE];
+    struct bw_hello_ack ack;
+
+    bw_hello_encode(m, &h);
+    m[4] = 99;   /* a version from the future (or the past) */
+    cr_expect_eq(say_hello(port, m, sizeof m, &ack), -EPROTONOSUPPORT, "%s", ack.text);
+    cr_expect(strstr(ack.text, "version 99"), "the refusal names the version: %s", ack.text);
+
+    unsigned char junk[100];
+    th_fill(junk, sizeof junk, 42);
+    cr_expect_eq(say_hello(port, junk, sizeof junk, &ack), -EPROTO, "%s", ack.text);
+
+    bw_hello_encode(m, &h);
+    m[24] = m[25] = m[26] = m[27] = m[28] = m[29] = m[30] = m[31] = 0xff;   /* slot_bytes 2^64-1 */
+    cr_expect_eq(say_hello(port, m, sizeof m, &ack), -EBADMSG, "%s", ack.text);
+
+    ndc_chan *ch;
+    cr_expect_eq(ndc_open(&ch, far, NDC_RDONLY), -ENOENT, "a refused peer must not create the far channel");
+    cr_expect_eq(waitpid(l.pid, NULL, WNOHANG), 0, "the listener died of a bad peer:\n%s", slurp(l.log));
+    const char *log = slurp(l.log);
+    cr_expect(strstr(log, "refused a connection") && strstr(log, "version 99"),
+              "the listener says why it refused:\n%s", log);
+
+    /* and a real bridge is still served afterwards */
+    struct producer p = { .n = 100, .slots = 4, .slot_bytes = 65536 };
+    snprintf(p.name, sizeof p.name, "%s", near);
+    pid_t prod = th_fork(produce, &p);
+    struct bridge c = start_bridge("tcp", "connect", port, near, NULL, NULL);
+    struct consumed got = consume(far, &p, 30 * SEC, NULL, NULL);
+    cr_expect_eq(got.n, 100);
+    cr_expect_eq(got.end, -EPIPE);
+    cr_expect_eq(th_wait(prod, 30000), 0);
+    expect_exit(&c, 0, 30000);
+    expect_exit(&l, 0, 30000);
+    cleanup(near);
+}

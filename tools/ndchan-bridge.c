@@ -1,0 +1,138 @@
+/* ndchan-bridge: continue a named channel on another host over UCX.
+ *
+ *   on the receiving host:  ndchan-bridge listen [ADDR:]PORT CHAN
+ *   on the sending host:    ndchan-bridge connect HOST:PORT CHAN
+ *
+ * The connect side is a receiver of its local channel and forwards every
+ * array; the listen side is a sender of its own, which it creates with the
+ * sender's geometry when missing. See bridge_engine.c for how commit order,
+ * exactly-once delivery, backpressure, end of stream and dead peers carry
+ * across, and bridge_wire.h for what goes over the link.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ndchan.h"
+#include "bridge_engine.h"
+#include "cli.h"
+
+static const char help[] =
+"usage: ndchan-bridge listen [ADDR:]PORT CHAN [options]\n"
+"       ndchan-bridge connect HOST:PORT CHAN [options]\n"
+"\n"
+"Continues the named channel CHAN on another host. `listen` (the receiving\n"
+"host) accepts one sending bridge and feeds its local channel CHAN, created\n"
+"with the sender's geometry if missing; `connect` (the sending host) attaches\n"
+"to its local CHAN as a receiver and forwards every array, zero copy where the\n"
+"transport allows. Order, exactly-once delivery, backpressure, end of stream\n"
+"and dead producers/consumers carry across; a broken link is retried and\n"
+"arrays not yet committed on the far side are resent.\n"
+"\n"
+"options:\n"
+"  --slots N          listen: slots of a channel it creates (default: the sender's)\n"
+"  --slot-bytes SIZE  listen: slot size of a channel it creates, e.g. 64M (default: the sender's)\n"
+"  --window N         listen: far slots lent to the sender at once (default: all of them)\n"
+"  --tls LIST         UCX transports, as UCX_TLS (e.g. tcp, or rc,sm); default: UCX's choice\n"
+"  --link-timeout S   how long a broken link may stay down before both sides report a\n"
+"                     dead peer (default 30)\n"
+"  --wait S           connect: wait up to S seconds for CHAN to exist (default: forever)\n"
+"  --subscribe        connect: attach as a subscriber of a broadcast channel (not yet in ndchan)\n"
+"  --stat S           a progress line on stderr every S seconds\n"
+"  -q, --quiet        only errors on stderr\n"
+"  -h, --help         this text\n"
+"\n"
+"exit status: 0 end of stream carried through; 1 a failure (channel, UCX); 2 a usage\n"
+"error; 3 refused (protocol or geometry); 4 the producers (connect side) or consumers\n"
+"(listen side) died and this was reported; 5 the link stayed down past --link-timeout.\n"
+"\n"
+"examples:\n"
+"  # on host B, feed channel \"frames\" from whoever connects to port 13337:\n"
+"  ndchan-bridge listen 13337 frames --stat 5\n"
+"  # on host A, forward A's channel \"frames\" to B:\n"
+"  ndchan-bridge connect hostB:13337 frames\n"
+"  # the same over TCP only, listening on one interface:\n"
+"  ndchan-bridge listen 10.0.0.2:13337 frames --tls tcp\n"
+"  UCX_TLS=tcp ndchan-bridge connect 10.0.0.2:13337 frames\n";
+
+/* "4096", "64K", "16M", "1G": a positive size, or a usage error. */
+static uint64_t parse_size(const char *opt, const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    switch (*end) {
+    case 'k': case 'K': v *= 1024; end++; break;
+    case 'm': case 'M': v *= 1024 * 1024; end++; break;
+    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (end == s || *end || !(v >= 1) || v > (double)NDC_MAX_SLOT_BYTES)
+        cli_usage("%s: a size such as 4096, 64K or 16M, not \"%s\"", opt, s);
+    return (uint64_t)v;
+}
+
+/* "HOST:PORT", "[v6]:PORT", or just "PORT" when a host is optional. */
+static int parse_endpoint(char *s, const char **host, uint16_t *port, int host_required)
+{
+    char *colon = strrchr(s, ':');
+    char *p = colon ? colon + 1 : s;
+    if (colon) {
+        *colon = 0;
+        if (s[0] == '[' && colon > s && colon[-1] == ']') {
+            colon[-1] = 0;
+            s++;
+        }
+        *host = s;
+    } else if (host_required) {
+        return -1;
+    } else {
+        *host = NULL;
+    }
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || *end || v < 0 || v > 65535 || (host_required && v == 0))
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_SLOTS = 256, O_SLOTB, O_WINDOW, O_TLS, O_LINK, O_WAIT, O_SUB, O_STAT };
+    static const struct option lo[] = {
+        { "slots", 1, 0, O_SLOTS }, { "slot-bytes", 1, 0, O_SLOTB }, { "window", 1, 0, O_WINDOW },
+        { "tls", 1, 0, O_TLS }, { "link-timeout", 1, 0, O_LINK }, { "wait", 1, 0, O_WAIT },
+        { "subscribe", 0, 0, O_SUB }, { "stat", 1, 0, O_STAT }, { "quiet", 0, 0, 'q' },
+        { "help", 0, 0, 'h' }, { 0, 0, 0, 0 } };
+    struct bridge_opts o = { .link_timeout = 30, .open_timeout = -1 };
+    cli_init("ndchan-bridge", help);
+    int c;
+    /* GNU getopt permutes: options may come before or after the operands */
+    while ((c = cli_getopt(argc, argv, "qh", lo)) != -1) {
+        switch (c) {
+        case O_SLOTS: o.slots = (uint32_t)cli_int("--slots", optarg, 1, NDC_MAX_SLOTS); break;
+        case O_SLOTB: o.slot_bytes = parse_size("--slot-bytes", optarg); break;
+        case O_WINDOW: o.window = (uint32_t)cli_int("--window", optarg, 1, NDC_MAX_SLOTS); break;
+        case O_TLS: setenv("UCX_TLS", optarg, 1); break;
+        case O_LINK: o.link_timeout = cli_double("--link-timeout", optarg, 0.001, 1e9); break;
+        case O_WAIT: o.open_timeout = cli_double("--wait", optarg, 0, 1e9); break;
+        case O_SUB: o.subscribe = 1; break;
+        case O_STAT: o.stat_every = cli_double("--stat", optarg, 0.01, 1e9); break;
+        case 'q': o.quiet = 1; break;
+        }
+    }
+    cli_positional(argc, argv, 3, 3);
+    const char *verb = argv[optind];
+    int listen = !strcmp(verb, "listen");
+    if (!listen && strcmp(verb, "connect"))
+        cli_usage("the first operand is listen or connect, not \"%s\"", verb);
+    char *ep = strdup(argv[optind + 1]);   /* parsed in place; the original stays for messages */
+    if (parse_endpoint(ep, &o.host, &o.port, !listen))
+        cli_usage("%s wants %s, not \"%s\"", verb, listen ? "[ADDR:]PORT" : "HOST:PORT", argv[optind + 1]);
+    o.chan = argv[optind + 2];
+    signal(SIGPIPE, SIG_IGN);
+    return listen ? bridge_listen(&o) : bridge_connect(&o);
+}
