@@ -127,16 +127,25 @@ static ndc_chan *chan_get(ChanObject *self)
 
 typedef int (*wait_fn)(void *ctx, int64_t slice_ns);
 
+/* A call that uses the handle with the GIL released, or after such a wait,
+ * brackets that use with busy_enter/busy_leave, so detach() cannot free the
+ * handle under it. busy_leave comes last: after the exception for a failure
+ * is made (ndc_free would replace this thread's ndc_last_error). */
+static void busy_enter(ChanObject *self) { self->busy++; }
+static void busy_leave(ChanObject *self)
+{
+    self->busy--;
+    chan_maybe_free(self);
+}
+
 /* Run fn with the GIL released in slices until it returns something other
  * than a timeout, the caller's timeout passes, or a signal handler raises.
  * Returns fn's result (-ETIMEDOUT / -EAGAIN when the time is up) or
- * WAIT_PYERR. `self` may be NULL (nothing to count as busy). */
+ * WAIT_PYERR. `self` (NULL: no channel yet) must be busy_enter'ed. */
 static int wait_sliced(ChanObject *self, wait_fn fn, void *ctx, int64_t timeout)
 {
     int64_t deadline = timeout > 0 ? now_ns() + timeout : 0;
     int r;
-    if (self)
-        self->busy++;
     for (;;) {
         int64_t slice = timeout;
         if (timeout < 0)
@@ -163,10 +172,6 @@ static int wait_sliced(ChanObject *self, wait_fn fn, void *ctx, int64_t timeout)
             r = WAIT_PYERR;
             break;
         }
-    }
-    if (self) {
-        self->busy--;
-        chan_maybe_free(self);
     }
     return r;
 }
@@ -590,13 +595,12 @@ static PyObject *chan_send(ChanObject *self, PyObject *args, PyObject *kw)
     Py_buffer v;
     if (PyObject_GetBuffer(obj, &v, PyBUF_RECORDS_RO))
         return NULL;
+    busy_enter(self);
     int r = array_from_buffer(&s.a, &v, dtype, tag) ? WAIT_PYERR : wait_sliced(self, send_fn, &s, t);
     PyBuffer_Release(&v);
-    if (r == WAIT_PYERR)
-        return NULL;
-    if (r)
-        return raise_ndc(r, 1);
-    Py_RETURN_NONE;
+    PyObject *ret = r == WAIT_PYERR ? NULL : r ? raise_ndc(r, 1) : Py_NewRef(Py_None);
+    busy_leave(self);
+    return ret;
 }
 
 struct take_ctx { ndc_chan *ch; struct ndc_array a; size_t cap; };
@@ -625,13 +629,13 @@ static PyObject *chan_recv(ChanObject *self, PyObject *args, PyObject *kw)
     struct take_ctx k;
     if (!(k.ch = chan_get(self)))
         return NULL;
+    busy_enter(self);
     int r = wait_sliced(self, acquire_fn, &k, t);
-    if (r == WAIT_PYERR)
-        return NULL;
-    if (r)
-        return raise_ndc(r, 0);
-    /* the slot is ours until ndc_release below: hold the handle meanwhile */
-    self->busy++;
+    if (r) {
+        PyObject *ret = r == WAIT_PYERR ? NULL : raise_ndc(r, 0);
+        busy_leave(self);
+        return ret;
+    }
     size_t n = ndc_array_nbytes(&k.a);
     PyObject *buf = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)n);
     if (buf) {
@@ -644,8 +648,7 @@ static PyObject *chan_recv(ChanObject *self, PyObject *args, PyObject *kw)
             memcpy(dst, k.a.data, n);
     }
     ndc_release(k.ch, &k.a);
-    self->busy--;
-    chan_maybe_free(self);
+    busy_leave(self);
     if (!buf)
         return NULL;
     PyObject *shape = shape_tuple(&k.a);
@@ -678,10 +681,15 @@ static PyObject *chan_recv_into(ChanObject *self, PyObject *args, PyObject *kw)
     memset(&k.a, 0, sizeof k.a);
     k.a.data = v.buf;
     k.cap = (size_t)v.len;
+    busy_enter(self);
     int r = wait_sliced(self, recv_fn, &k, t);
     PyBuffer_Release(&v);
-    if (r == WAIT_PYERR)
-        return NULL;
+    if (r && r != -EMSGSIZE) {
+        PyObject *ret = r == WAIT_PYERR ? NULL : raise_ndc(r, 0);
+        busy_leave(self);
+        return ret;
+    }
+    busy_leave(self);
     if (r == -EMSGSIZE) {
         PyObject *e = PyObject_CallFunction(PyExc_OSError, "iN", EMSGSIZE, PyUnicode_FromFormat(
             "the array needs %zu bytes, the buffer has %zd (it waits for the next receive)",
@@ -692,8 +700,6 @@ static PyObject *chan_recv_into(ChanObject *self, PyObject *args, PyObject *kw)
         }
         return NULL;
     }
-    if (r)
-        return raise_ndc(r, 0);
     PyObject *shape = shape_tuple(&k.a);
     if (!shape)
         return NULL;
@@ -750,14 +756,12 @@ static PyObject *chan_reserve(ChanObject *self, PyObject *args, PyObject *kw)
     s.a.dtype = dtype;
     s.a.ndim = (int)nd;
     s.a.tag = tag;
+    busy_enter(self);
     int r = wait_sliced(self, reserve_fn, &s, t);
-    if (r == WAIT_PYERR)
-        return NULL;
-    if (r)
-        return raise_ndc(r, 1);
-    PyObject *l = loan_new(self, &s.a, 1);
-    if (!l)
+    PyObject *l = r == WAIT_PYERR ? NULL : r ? raise_ndc(r, 1) : loan_new(self, &s.a, 1);
+    if (!r && !l)
         ndc_cancel(s.ch, &s.a);
+    busy_leave(self);
     return l;
 }
 
@@ -773,14 +777,12 @@ static PyObject *chan_acquire(ChanObject *self, PyObject *args, PyObject *kw)
     struct take_ctx k;
     if (!(k.ch = chan_get(self)))
         return NULL;
+    busy_enter(self);
     int r = wait_sliced(self, acquire_fn, &k, t);
-    if (r == WAIT_PYERR)
-        return NULL;
-    if (r)
-        return raise_ndc(r, 0);
-    PyObject *l = loan_new(self, &k.a, 0);
-    if (!l)
+    PyObject *l = r == WAIT_PYERR ? NULL : r ? raise_ndc(r, 0) : loan_new(self, &k.a, 0);
+    if (!r && !l)
         ndc_release(k.ch, &k.a);
+    busy_leave(self);
     return l;
 }
 
@@ -806,12 +808,11 @@ static PyObject *chan_wait_drained(ChanObject *self, PyObject *args, PyObject *k
     struct drain_ctx d = {.flags = closed ? NDC_DRAIN_CLOSED : 0};
     if (!(d.ch = chan_get(self)))
         return NULL;
+    busy_enter(self);
     int r = wait_sliced(self, drain_fn, &d, t);
-    if (r == WAIT_PYERR)
-        return NULL;
-    if (r)
-        return raise_ndc(r, 0);
-    Py_RETURN_NONE;
+    PyObject *ret = r == WAIT_PYERR ? NULL : r ? raise_ndc(r, 0) : Py_NewRef(Py_None);
+    busy_leave(self);
+    return ret;
 }
 
 static PyObject *chan_close(ChanObject *self, PyObject *unused)
@@ -892,16 +893,14 @@ static PyObject *chan_npy_read(ChanObject *self, PyObject *args, PyObject *kw)
     }
     int r;
     const char *p = PyBytes_AsString(path);
-    self->busy++;
+    busy_enter(self);
     Py_BEGIN_ALLOW_THREADS
     r = ndc_npy_read(ch, p, tag, t);
     Py_END_ALLOW_THREADS
-    self->busy--;
     Py_DECREF(path);
-    chan_maybe_free(self);
-    if (r)
-        return raise_ndc(r, 1);
-    Py_RETURN_NONE;
+    PyObject *ret = r ? raise_ndc(r, 1) : Py_NewRef(Py_None);
+    busy_leave(self);
+    return ret;
 }
 
 static PyObject *chan_npy_load(ChanObject *self, PyObject *args, PyObject *kw)
@@ -936,17 +935,16 @@ static PyObject *chan_npy_load(ChanObject *self, PyObject *args, PyObject *kw)
         PyErr_NoMemory();
     else if (!r) {
         struct ndc_npy_opts o = {.queue_depth = depth, .flags = direct ? NDC_NPY_DIRECT : 0};
-        self->busy++;
+        busy_enter(self);
         Py_BEGIN_ALLOW_THREADS
         r = ndc_npy_load(ch, cp, (size_t)n, &o);
         Py_END_ALLOW_THREADS
-        self->busy--;
         ret = r < 0 ? raise_ndc(r, 1) : PyLong_FromLong(r);
+        busy_leave(self);
     }
     PyMem_Free(cp);
     Py_XDECREF(enc);
     Py_DECREF(seq);
-    chan_maybe_free(self);
     return ret;
 }
 
@@ -966,14 +964,14 @@ static PyObject *chan_npy_drain(ChanObject *self, PyObject *args, PyObject *kw)
     struct ndc_npy_opts o = {.queue_depth = depth, .flags = direct ? NDC_NPY_DIRECT : 0};
     const char *d = PyBytes_AsString(dir);
     int r;
-    self->busy++;
+    busy_enter(self);
     Py_BEGIN_ALLOW_THREADS
     r = ndc_npy_drain(ch, d, &o);
     Py_END_ALLOW_THREADS
-    self->busy--;
     Py_DECREF(dir);
-    chan_maybe_free(self);
-    return r < 0 ? raise_ndc(r, 0) : PyLong_FromLong(r);
+    PyObject *ret = r < 0 ? raise_ndc(r, 0) : PyLong_FromLong(r);
+    busy_leave(self);
+    return ret;
 }
 
 static PyObject *chan_numa_where(ChanObject *self, PyObject *unused)

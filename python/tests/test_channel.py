@@ -249,3 +249,29 @@ def test_wait_drained(chan):
     chan.wait_drained(timeout=5)
     t.join()
     assert ndchan.__version__.count(".") == 2
+
+
+@pytest.mark.parametrize("call", ["reserve", "send", "acquire", "open"])
+def test_ctrl_c_in_this_process(call, shm_name):
+    import signal
+    ch = ndchan.Channel.create(slots=1, slot_bytes=4096)
+    if call in ("reserve", "send"):
+        ch.send(np.ones(2))                          # full: the next one waits
+    calls = {"reserve": lambda: ch.reserve(2, np.float64), "send": lambda: ch.send(np.ones(2)),
+             "acquire": lambda: ch.acquire(), "open": lambda: ndchan.Channel.open(shm_name, timeout=None)}
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sent = []
+    timer = threading.Timer(0.2, lambda: (sent.append(time.monotonic()),
+                                          signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            calls[call]()
+        took = time.monotonic() - sent[0]
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)
+    assert took < 0.1, "KeyboardInterrupt %.0f ms after SIGINT" % (took * 1e3)
+    s = ch.stat()                                    # consistent: nothing half-done
+    assert s.loaned == 0 and s.ready == (1 if call in ("reserve", "send") else 0)
+    ch.detach()

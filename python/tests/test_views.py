@@ -172,3 +172,28 @@ def test_many_loans_and_views_then_gc():
     gc.collect()
     assert ch.stat().loaned == 0
     ch.detach()
+
+
+def test_detach_while_another_thread_waits():
+    for rnd in range(20):
+        ch = ndchan.Channel.create(slots=2, slot_bytes=4096)
+        out = []
+
+        def waiter():
+            try:
+                with ch.acquire(timeout=5) as a:
+                    out.append(float(a.sum()))
+            except ValueError as e:          # detached while it waited
+                out.append(str(e))
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        if rnd % 2:
+            ch.send(np.ones(4))              # the waiter may get it first, or not
+        time.sleep(0.001 * (rnd % 5))
+        ch.detach()
+        t.join(5)
+        assert not t.is_alive() and len(out) == 1
+        assert out[0] == 4.0 or "detached" in out[0]
+        del ch
+        gc.collect()
