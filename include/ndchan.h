@@ -300,11 +300,13 @@ NDC_API int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t
 
 struct ndc_stat {
     uint32_t slots, free, ready, loaned;  /* slot states now; they add up to slots */
-    uint32_t attached;                    /* live processes attached, the caller included */
+    uint32_t attached;                    /* live attachments, the caller's included: one per
+                                             handle (a process with two handles of the
+                                             channel counts twice) */
     uint32_t receivers_waiting;           /* receivers asleep on an empty channel: idle */
     uint32_t senders_waiting;             /* senders asleep on a full channel: backpressure */
     uint32_t closed;
-    uint32_t stale;                       /* no process but the caller is attached: every
+    uint32_t stale;                       /* no handle but the caller's is attached: every
                                              process that used the channel is gone */
     uint64_t sent, received, bytes_sent;
     uint64_t slot_bytes;
