@@ -249,7 +249,8 @@ static void cleanup(const char *near)
 static void stream(const char *tls, uint64_t n, const uint64_t *big, int nbig, uint64_t slot_bytes)
 {
     struct producer p = mkprod("stream", n);
-    memcpy(p.big, big, sizeof(uint64_t) * (size_t)nbig);
+    if (nbig)
+        memcpy(p.big, big, sizeof(uint64_t) * (size_t)nbig);
     p.nbig = nbig;
     p.slot_bytes = slot_bytes;
     char far[160];
