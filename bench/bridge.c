@@ -2,8 +2,9 @@
  * ndchan-bench, part "bridge": two ndchan-bridge processes against raw UCX
  * between two processes over the same transport, in the same run.
  *
- *   raw UCX     a ucp tag stream (sender -> receiver, one registered buffer
- *               each side) and an 8-byte tag ping-pong
+ *   raw UCX     a ucp tag stream (sender -> receiver, registered buffers,
+ *               as many messages in flight as the bridge's channels have
+ *               slots) and an 8-byte tag ping-pong
  *   bridge      producer -> channel -> connect bridge -> UCX -> listen bridge
  *               -> channel -> consumer; the round trip crosses two bridge
  *               pairs (ping -> pong over one, back over the other)
@@ -49,6 +50,13 @@ static uint64_t count_for(uint64_t bytes)
     return n < 4 ? 4 : n;
 }
 
+/* Arrays in flight: what the bridge's channels hold (pair_up's slots), so
+ * raw UCX streams with the same window. */
+static int window_for(uint64_t bytes)
+{
+    return bytes > 64 * MiB ? 2 : bytes ? 4 : 1;
+}
+
 /* ---- raw UCX ------------------------------------------------------------- */
 
 static ucp_conn_request_h pending;
@@ -74,20 +82,34 @@ static int raw_server(int port, uint64_t bytes, uint64_t n, int ready_fd)
     if (bu_accept(&u, pending, &ep, on_err, NULL, err, sizeof err))
         return 1;
     size_t len = bytes ? bytes : 8;
-    void *buf = alloc_buf(len);
-    ucp_mem_h mh = bu_memh(&u, buf, len);
-    struct bu_req r;
+    int w = window_for(bytes);
+    void *bufs[4];
+    ucp_mem_h mhs[4];
+    struct bu_req rs[4], r;
+    for (int k = 0; k < w; k++) {
+        bufs[k] = alloc_buf(len);
+        mhs[k] = bu_memh(&u, bufs[k], len);
+    }
+    void *buf = bufs[0];
     for (int rep = 0; rep < (bytes ? REPS : 1); rep++) {
         uint64_t m = bytes ? n : RT_ITERS + 50;
-        for (uint64_t i = 0; i < m; i++) {
-            bu_recv(&u, buf, len, 1, ~0ull, mh, &r);
+        if (bytes) {
+            /* as many receives posted as the bridge has slots in flight */
+            for (uint64_t i = 0; i < m + (uint64_t)w; i++) {
+                struct bu_req *q = &rs[i % (uint64_t)w];
+                if (i >= (uint64_t)w && bu_wait_req(&u, q, 60000))
+                    return 2;
+                if (i < m)
+                    bu_recv(&u, bufs[i % (uint64_t)w], len, 1, ~0ull, mhs[i % (uint64_t)w], q);
+            }
+        }
+        for (uint64_t i = 0; i < m && !bytes; i++) {
+            bu_recv(&u, buf, len, 1, ~0ull, NULL, &r);
             if (bu_wait_req(&u, &r, 60000))
                 return 2;
-            if (!bytes) {
-                bu_send(&u, ep, buf, 8, 2, NULL, &r);
-                if (bu_wait_req(&u, &r, 60000))
-                    return 2;
-            }
+            bu_send(&u, ep, buf, 8, 2, NULL, &r);
+            if (bu_wait_req(&u, &r, 60000))
+                return 2;
         }
         if (bytes) {
             bu_send(&u, ep, buf, 8, 2, NULL, &r);
@@ -134,9 +156,14 @@ static int raw_ucx(uint64_t bytes, double *out)
     if (bytes) {
         for (int rep = 0; rep < REPS && !rc; rep++) {
             int64_t t0 = now_ns();
-            for (uint64_t i = 0; i < n && !rc; i++) {
-                bu_send(&u, ep, buf, len, 1, mh, &s);
-                rc = bu_wait_req(&u, &s, 60000) || s.status != UCS_OK;
+            int w = window_for(bytes);
+            struct bu_req ss[4];
+            for (uint64_t i = 0; i < n + (uint64_t)w && !rc; i++) {
+                struct bu_req *q = &ss[i % (uint64_t)w];
+                if (i >= (uint64_t)w)
+                    rc = bu_wait_req(&u, q, 60000) || q->status != UCS_OK;
+                if (i < n && !rc)
+                    bu_send(&u, ep, buf, len, 1, mh, q);
             }
             bu_recv(&u, buf, 8, 2, ~0ull, NULL, &r);
             rc = rc || bu_wait_req(&u, &r, 60000);
@@ -191,7 +218,7 @@ static int pair_up(struct pair *p, const char *what, uint64_t slot_bytes, ndc_ch
     snprintf(p->far, sizeof p->far, "ndcbench.%s.%d.far", what, (int)getpid());
     ndc_unlink(p->near);
     ndc_unlink(p->far);
-    struct ndc_chan_opts o = { .slots = slot_bytes > 64 * MiB ? 2 : 4, .slot_bytes = slot_bytes,
+    struct ndc_chan_opts o = { .slots = (uint32_t)window_for(slot_bytes), .slot_bytes = slot_bytes,
                                .spin_ns = bench_spin_ns };
     int r = ndc_create(near, p->near, &o);
     if (r)
