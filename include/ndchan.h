@@ -238,7 +238,8 @@ NDC_API int ndc_unlink(const char *name);
  * \return -E2BIG    the array is larger than slot_bytes (checked before waiting)
  * \return -EPERM    the handle is receive-only
  * \return -EPIPE    the channel is closed
- * \return -EAGAIN   timeout 0 and no slot free
+ * \return -EAGAIN   timeout 0 and no slot free (or the queue lock held by another
+ *                   process or thread for longer than a try waits: 200 us)
  * \return -ETIMEDOUT, -EINTR (a caught signal while asleep)
  * \return -EOWNERDEAD no slot is free and every receiver is gone
  * \return -ENOSPC   the shm filesystem has no room for the array's pages
@@ -263,7 +264,8 @@ NDC_API int ndc_commit(ndc_chan *ch, struct ndc_array *a);
 NDC_API int ndc_cancel(ndc_chan *ch, struct ndc_array *a);
 /* Wait for the oldest committed array and lend it to the caller; fills every
  * field of `a`; a->data points into the segment (read-only under NDC_RDONLY).
- * \return 0; -EAGAIN (timeout 0, channel empty); -ETIMEDOUT; -EINTR;
+ * \return 0; -EAGAIN (timeout 0, and the channel empty or its queue lock held
+ * for longer than a try waits, 200 us); -ETIMEDOUT; -EINTR;
  * -EPIPE (closed and drained); -EOWNERDEAD (empty and every sender gone);
  * -EBADMSG (the slot's header failed validation: the array is dropped, its
  * slot returned, and the next call goes on with the next array). */
