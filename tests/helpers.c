@@ -132,3 +132,32 @@ struct ndc_stat th_stat(const ndc_chan *ch)
                  "free %u + ready %u + loaned %u != slots %u", st.free, st.ready, st.loaned, st.slots);
     return st;
 }
+
+static void fill_u64(struct ndc_array *a, uint64_t tag)
+{
+    uint64_t *d = a->data;
+    for (int64_t i = 0; i < a->shape[0]; i++)
+        d[i] = th_mix(tag * 1000003u + (uint64_t)i);
+}
+
+int th_check_u64(const struct ndc_array *a)
+{
+    const uint64_t *d = a->data;
+    for (int64_t i = 0; i < a->shape[0]; i++)
+        if (d[i] != th_mix(a->tag * 1000003u + (uint64_t)i))
+            return -1;
+    return 0;
+}
+
+int th_send_u64(ndc_chan *ch, uint64_t tag, int64_t n, int64_t timeout)
+{
+    struct ndc_array a;
+    int64_t shape[1] = { n };
+    ndc_array_init(&a, NDC_U64, 1, shape, NULL);
+    a.tag = tag;
+    int r = ndc_reserve(ch, &a, timeout);
+    if (r)
+        return r;
+    fill_u64(&a, tag);
+    return ndc_commit(ch, &a);
+}

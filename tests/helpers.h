@@ -46,6 +46,12 @@ struct ndc_stat th_stat(const ndc_chan *ch);
 long th_proc_kb(const char *file, const char *key);
 /* splitmix64: a well-mixed 64-bit hash of x. */
 uint64_t th_mix(uint64_t x);
+/* Reserve a 1-d uint64 array of n elements tagged `tag`, fill it from the
+ * tag, commit it. \return ndc_reserve's or ndc_commit's result. */
+int th_send_u64(ndc_chan *ch, uint64_t tag, int64_t n, int64_t timeout);
+/* 0 when a received 1-d uint64 array holds what th_send_u64 put there for
+ * its tag, -1 otherwise. */
+int th_check_u64(const struct ndc_array *a);
 /* Monotonic clock in ns. */
 int64_t th_now_ns(void);
 

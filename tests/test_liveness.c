@@ -33,13 +33,9 @@
 #include "helpers.h"
 #include "chan.h"
 #include "peer.h"
+#include "faults_helpers.h"
 
 #define SKIP 77
-
-static void die_with_parent(void)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
 
 /* Wait until *flag >= want (10 s at most). */
 static int wait_flag(_Atomic int *flag, int want)
@@ -51,35 +47,6 @@ static int wait_flag(_Atomic int *flag, int want)
         else
             usleep(200);
     return 0;
-}
-
-static void fill_u64(struct ndc_array *a, uint64_t tag)
-{
-    uint64_t *d = a->data;
-    for (int64_t i = 0; i < a->shape[0]; i++)
-        d[i] = th_mix(tag * 1000003u + (uint64_t)i);
-}
-
-static int check_u64(const struct ndc_array *a)
-{
-    const uint64_t *d = a->data;
-    for (int64_t i = 0; i < a->shape[0]; i++)
-        if (d[i] != th_mix(a->tag * 1000003u + (uint64_t)i))
-            return -1;
-    return 0;
-}
-
-static int send_u64(ndc_chan *ch, uint64_t tag, int64_t n, int64_t timeout)
-{
-    struct ndc_array a;
-    int64_t shape[1] = { n };
-    ndc_array_init(&a, NDC_U64, 1, shape, NULL);
-    a.tag = tag;
-    int r = ndc_reserve(ch, &a, timeout);
-    if (r)
-        return r;
-    fill_u64(&a, tag);
-    return ndc_commit(ch, &a);
 }
 
 /* ---- liveness ---------------------------------------------------------------- */
@@ -106,10 +73,10 @@ static int ns_receiver(void *p)
     CK(ndc_open(&ch, name, NDC_RDONLY) == 0, 3, "open");
     struct ndc_array l;
     CK(ndc_acquire(ch, &l, 5 * SEC) == 0, 4, "acquire");
-    CK(check_u64(&l) == 0, 5, "content");
+    CK(th_check_u64(&l) == 0, 5, "content");
     atomic_store(&sh->phase, 1);
     for (;;) {   /* read the loan until killed */
-        if (check_u64(&l) != 0)
+        if (th_check_u64(&l) != 0)
             atomic_store(&sh->changed, 1);
         usleep(1000);
     }
@@ -137,7 +104,7 @@ Test(liveness, loan_held_across_pid_namespace, .timeout = 60)
     const char *name = th_unique_name("pidns");
     ndc_chan *ch;
     th_ok(ndc_create(&ch, name, &(struct ndc_chan_opts){ .slots = 1, .slot_bytes = 4096 }));
-    th_ok(send_u64(ch, 7, 512, 0));
+    th_ok(th_send_u64(ch, 7, 512, 0));
     struct ns_shared *sh = th_shared(sizeof *sh);
     void *args[2] = { (void *)name, sh };
     pid_t outer = th_fork(ns_outer, args);
@@ -210,7 +177,7 @@ static int stop_inside_lock(void *p)
 Test(liveness, stopped_lock_holder_keeps_the_lock, .timeout = 60)
 {
     ndc_chan *ch = th_chan(4, 4096);
-    th_ok(send_u64(ch, 1, 64, 0));
+    th_ok(th_send_u64(ch, 1, 64, 0));
     struct stop_shared *sh = th_shared(sizeof *sh);
     void *args[2] = { ch, sh };
     pid_t p = th_fork(stop_inside_lock, args);
@@ -223,7 +190,7 @@ Test(liveness, stopped_lock_holder_keeps_the_lock, .timeout = 60)
         struct ndc_array a;
         int64_t tmo = (calls % 3) * 100 * MS;   /* 0, 100 and 200 ms */
         int64_t t0 = th_now_ns();
-        int r = calls % 2 ? ndc_acquire(ch, &a, tmo) : send_u64(ch, 2, 64, tmo);
+        int r = calls % 2 ? ndc_acquire(ch, &a, tmo) : th_send_u64(ch, 2, 64, tmo);
         int64_t dt = th_now_ns() - t0;
         cr_assert_eq(r, tmo ? -ETIMEDOUT : -EAGAIN, "call %d (timeout %lld ms) under a stopped holder: %d (%s)",
                      calls, (long long)(tmo / MS), r, ndc_strerror(r));
@@ -239,9 +206,9 @@ Test(liveness, stopped_lock_holder_keeps_the_lock, .timeout = 60)
     cr_assert_eq(wait_flag(&sh->phase, 2), 0, "the holder never finished");
     struct ndc_array a;
     th_ok(ndc_acquire(ch, &a, SEC));
-    cr_assert(a.tag == 1 && check_u64(&a) == 0, "the array sent before the stop");
+    cr_assert(a.tag == 1 && th_check_u64(&a) == 0, "the array sent before the stop");
     th_ok(ndc_release(ch, &a));
-    th_ok(send_u64(ch, 3, 64, SEC));
+    th_ok(th_send_u64(ch, 3, 64, SEC));
     th_ok(ndc_acquire(ch, &a, SEC));
     cr_assert_eq(a.tag, 3);
     th_ok(ndc_release(ch, &a));
@@ -280,7 +247,7 @@ static int storm_sender(void *p)
     for (int i = 0; i < STORM_PER_SENDER && !atomic_load(&s->stop); i++) {
         uint64_t tag = (uint64_t)id * STORM_PER_SENDER + (uint64_t)i;
         int r;
-        while ((r = send_u64(ch, tag, STORM_ELEMS, 200 * MS)) == -ETIMEDOUT)
+        while ((r = th_send_u64(ch, tag, STORM_ELEMS, 200 * MS)) == -ETIMEDOUT)
             ;
         CK(r == 0, 10, "send %d: %d (%s)", i, r, ndc_strerror(r));
         atomic_store(&s->sent[id], i + 1);
@@ -309,7 +276,7 @@ static int storm_receiver(void *p)
             continue;
         CK(r == 0, 20, "acquire: %d (%s)", r, ndc_strerror(r));
         CK(x.tag < STORM_SENDERS * STORM_PER_SENDER, 21, "tag %llu", (unsigned long long)x.tag);
-        CK(check_u64(&x) == 0, 22, "torn array, tag %llu", (unsigned long long)x.tag);
+        CK(th_check_u64(&x) == 0, 22, "torn array, tag %llu", (unsigned long long)x.tag);
         CK(first || x.seq > last, 23, "seq %llu after %llu", (unsigned long long)x.seq, (unsigned long long)last);
         first = 0;
         last = x.seq;
@@ -383,7 +350,7 @@ static int parent_of_idle_child(void *p)
 {
     ndc_chan *ch = p;
     die_with_parent();
-    CK(send_u64(ch, 1, 8, SEC) == 0, 1, "send");
+    CK(th_send_u64(ch, 1, 8, SEC) == 0, 1, "send");
     pid_t c = fork();
     if (c == 0) {
         sleep(3);   /* outlives its parent, with copies of all its fds */
@@ -435,7 +402,7 @@ static int race_creator(void *p)
         int rc = ndc_create(&ch, name, &(struct ndc_chan_opts){ .slots = 16, .slot_bytes = 1 << 20,
                                                                  .flags = NDC_POPULATE });
         CK(rc == 0, 30, "create round %d: %d (%s)", round, rc, ndc_strerror(rc));
-        CK(send_u64(ch, (uint64_t)round, 16, SEC) == 0, 31, "send");
+        CK(th_send_u64(ch, (uint64_t)round, 16, SEC) == 0, 31, "send");
         ndc_free(ch);
         CK(ndc_unlink(name) == 0, 32, "unlink");
     }
@@ -506,7 +473,7 @@ static int early_consumer(void *p)
     CK(r == 0, 40, "open_wait: %d (%s)", r, ndc_strerror(r));
     struct ndc_array x;
     r = ndc_acquire(ch, &x, 5 * SEC);
-    CK(r == 0 && x.tag == 99 && check_u64(&x) == 0, 41, "acquire: %d", r);
+    CK(r == 0 && x.tag == 99 && th_check_u64(&x) == 0, 41, "acquire: %d", r);
     ndc_release(ch, &x);
     ndc_free(ch);
     return 0;
@@ -528,7 +495,7 @@ Test(create, consumer_first_waits_for_the_channel, .timeout = 30)
     ndc_chan *ch;
     th_ok(ndc_create(&ch, keep, &(struct ndc_chan_opts){ .slots = 2, .slot_bytes = 4096 }));
     int64_t created = th_now_ns();
-    th_ok(send_u64(ch, 99, 16, SEC));
+    th_ok(th_send_u64(ch, 99, 16, SEC));
     cr_assert_eq(th_wait(c, 10000), 0);
     int64_t lag = atomic_load(&l->opened_ns) - created;
     cr_assert_lt(lag, 100 * MS, "the waiting consumer opened %lld ms after the creation", (long long)(lag / MS));
@@ -597,7 +564,7 @@ static int create_and_die(void *p)
 {
     ndc_chan *ch;
     CK(ndc_create(&ch, p, &(struct ndc_chan_opts){ .slots = 1, .slot_bytes = 64 }) == 0, 1, "create");
-    CK(send_u64(ch, 1, 8, 0) == 0, 2, "send");
+    CK(th_send_u64(ch, 1, 8, 0) == 0, 2, "send");
     _exit(0);   /* no ndc_free: killed, as far as the channel knows */
 }
 
@@ -667,8 +634,8 @@ static int small_shm(void *p)
     struct ndc_stat st;
     CK(ndc_stat(ch, &st) == 0 && st.free == 4, 4, "the slot came back: free %u", st.free);
     /* what fits, works */
-    CK(send_u64(ch, 5, 1 << 17, 0) == 0, 5, "a 1 MiB array: %s", ndc_last_error());
-    CK(ndc_acquire(ch, &a, 0) == 0 && check_u64(&a) == 0, 6, "acquire");
+    CK(th_send_u64(ch, 5, 1 << 17, 0) == 0, 5, "a 1 MiB array: %s", ndc_last_error());
+    CK(ndc_acquire(ch, &a, 0) == 0 && th_check_u64(&a) == 0, 6, "acquire");
     CK(ndc_release(ch, &a) == 0, 7, "release");
     /* the one-copy path and the .npy loader say the same */
     uint64_t *buf = calloc(1 << 20, 8);
@@ -715,7 +682,7 @@ static int close_quietly_and_die(void *p)
     _Atomic int *go = a[2];
     die_with_parent();
     if (sender)
-        CK(send_u64(ch, 1, 8, SEC) == 0, 1, "send");
+        CK(th_send_u64(ch, 1, 8, SEC) == 0, 1, "send");
     else {
         struct ndc_array x;
         CK(ndc_acquire(ch, &x, SEC) == 0, 2, "acquire");
@@ -741,7 +708,7 @@ Test(contract, closed_stream_is_epipe_not_eownerdead, .timeout = 60)
         ndc_chan *ch = th_chan(1, 64);
         _Atomic int *go = th_shared(sizeof *go);
         if (!sender)
-            th_ok(send_u64(ch, 0, 8, 0));   /* the child receives it: a receiver; we fill the slot */
+            th_ok(th_send_u64(ch, 0, 8, 0));   /* the child receives it: a receiver; we fill the slot */
         void *args[3] = { ch, (void *)(intptr_t)sender, (void *)go };
         pid_t p = th_fork(close_quietly_and_die, args);
         cr_assert_eq(wait_flag(go, 1), 0);
@@ -752,8 +719,8 @@ Test(contract, closed_stream_is_epipe_not_eownerdead, .timeout = 60)
             th_ok(ndc_release(ch, &a));
             r = ndc_acquire(ch, &a, 3 * SEC);
         } else {
-            th_ok(send_u64(ch, 2, 8, SEC));   /* the only slot: the next send waits */
-            r = send_u64(ch, 3, 8, 3 * SEC);
+            th_ok(th_send_u64(ch, 2, 8, SEC));   /* the only slot: the next send waits */
+            r = th_send_u64(ch, 3, 8, 3 * SEC);
         }
         waitpid(p, NULL, 0);
         cr_assert_eq(r, -EPIPE, "%s after the other side closed and died: %d (%s)",
@@ -765,7 +732,7 @@ Test(contract, closed_stream_is_epipe_not_eownerdead, .timeout = 60)
 static int send_close_exit(void *p)
 {
     ndc_chan *ch = p;
-    CK(send_u64(ch, 1, 8, SEC) == 0, 1, "send");
+    CK(th_send_u64(ch, 1, 8, SEC) == 0, 1, "send");
     ndc_close(ch);
     ndc_free(ch);
     _exit(0);
@@ -815,7 +782,7 @@ Test(contract, huge_timeouts_do_not_expire, .timeout = 30)
         ndc_free(ch);
     }
     ndc_chan *ch = th_chan(1, 64);
-    th_ok(send_u64(ch, 1, 8, 0));
+    th_ok(th_send_u64(ch, 1, 8, 0));
     int64_t t0 = th_now_ns();
     struct ndc_array a;
     int64_t shape[1] = { 8 };
@@ -877,14 +844,14 @@ Test(contract, unset_strides_refused, .timeout = 30)
 Test(contract, recv_null_buffer_tells_the_size, .timeout = 30)
 {
     ndc_chan *ch = th_chan(2, 4096);
-    th_ok(send_u64(ch, 4, 100, 0));
+    th_ok(th_send_u64(ch, 4, 100, 0));
     struct ndc_array a = { 0 };
     th_expect(ndc_recv(ch, &a, 0, 0), -EMSGSIZE);
     cr_assert(a.ndim == 1 && a.shape[0] == 100 && a.data == NULL && ndc_array_nbytes(&a) == 800);
     uint64_t *buf = malloc(ndc_array_nbytes(&a));
     a.data = buf;
     th_ok(ndc_recv(ch, &a, 800, 0));
-    cr_assert(a.tag == 4 && check_u64(&a) == 0);
+    cr_assert(a.tag == 4 && th_check_u64(&a) == 0);
     free(buf);
     ndc_free(ch);
 }

@@ -23,19 +23,6 @@
 #include "chan.h"
 #include "peer.h"
 
-static int send_u64(ndc_chan *ch, uint64_t tag, int64_t n, int64_t timeout)
-{
-    struct ndc_array a;
-    int64_t shape[1] = { n };
-    ndc_array_init(&a, NDC_U64, 1, shape, NULL);
-    a.tag = tag;
-    int r = ndc_reserve(ch, &a, timeout);
-    if (r)
-        return r;
-    memset(a.data, 0x5a, (size_t)n * 8);
-    return ndc_commit(ch, &a);
-}
-
 static int shm_exists(const char *name)
 {
     char path[300];
@@ -145,7 +132,7 @@ struct inlock {
 static void *send_forever(void *p)
 {
     struct inlock *s = p;
-    atomic_store(&s->rc, send_u64(s->ch, 7, 8, NDC_FOREVER));
+    atomic_store(&s->rc, th_send_u64(s->ch, 7, 8, NDC_FOREVER));
     atomic_store(&s->done, 1);
     return NULL;
 }
@@ -161,7 +148,7 @@ static int child_takes_self_named_word(void *p)
     CK(ndc_cancel(ch, &a) == -EINVAL, 1, "cancel of a slot not ours");
     CK(ch->me < NDC_MAX_PEERS, 2, "not joined");
     atomic_store(&ch->ctrl->lock, ch->me + 1);   /* names us; no thread of ours holds it */
-    int r = send_u64(ch, 9, 8, 500 * MS);
+    int r = th_send_u64(ch, 9, 8, 500 * MS);
     CK(r == 0, 3, "send under a lock word naming this process, held by none of its threads: %d (%s)",
        r, ndc_strerror(r));
     return 0;
@@ -312,7 +299,7 @@ Test(review_create, odd_files_are_eproto, .timeout = 30)
 static void *send_2s(void *p)
 {
     struct inlock *s = p;
-    atomic_store(&s->rc, send_u64(s->ch, 3, 8, 2 * SEC));
+    atomic_store(&s->rc, th_send_u64(s->ch, 3, 8, 2 * SEC));
     atomic_store(&s->done, 1);
     return NULL;
 }
@@ -409,7 +396,7 @@ Test(review_mass, fifty_killed_while_others_join, .timeout = 120)
     ndc_chan *ch;
     th_ok(ndc_create(&ch, name, &(struct ndc_chan_opts){ .slots = SLOTS, .slot_bytes = 4096 }));
     for (int i = 0; i < SLOTS; i++)
-        th_ok(send_u64(ch, (uint64_t)i, 8, 0));
+        th_ok(th_send_u64(ch, (uint64_t)i, 8, 0));
     struct mass *m = th_shared(sizeof *m);
     struct mass_arg arg = { name, m };
     pid_t loaners[NLOAN], joiners[NJOIN];
@@ -508,7 +495,7 @@ static int create_later(void *p)
     ndc_chan *ch;
     int r = ndc_create(&ch, name, &(struct ndc_chan_opts){ .slots = 1, .slot_bytes = 64 });
     CK(r == 0, 1, "create: %d (%s)", r, ndc_strerror(r));
-    CK(send_u64(ch, 42, 8, SEC) == 0, 2, "send");
+    CK(th_send_u64(ch, 42, 8, SEC) == 0, 2, "send");
     usleep(500 * 1000);
     ndc_free(ch);
     return 0;
@@ -576,7 +563,7 @@ Test(review_mass, full_table_of_the_dead_is_reclaimed, .timeout = 120)
     ndc_chan *ch;
     th_ok(ndc_create(&ch, name, &(struct ndc_chan_opts){ .slots = 8, .slot_bytes = 64 }));
     for (int i = 0; i < 8; i++)
-        th_ok(send_u64(ch, (uint64_t)i, 8, 0));
+        th_ok(th_send_u64(ch, (uint64_t)i, 8, 0));
     struct full *f = th_shared(sizeof *f);
     void *args[2] = { name, f };
     pid_t c = th_fork(fill_table, args);
@@ -725,7 +712,7 @@ Test(review_lock, holder_killed_in_free_leaves_no_word_on_an_unused_entry, .time
             usleep(100);
         int got = atomic_load(&sh->idx);
         usleep(20 * 1000);
-        int s = send_u64(ch, 1, 8, 500 * MS);
+        int s = th_send_u64(ch, 1, 8, 500 * MS);
         th_wait(r, 6000);
         cr_assert(0, "try %d: a process killed in ndc_free left the lock word naming its entry %d, cleared to UNUSED; a receiver attached in entry %d; a send then: %d (%s)",
                   tries, bad, got, s, ndc_strerror(s));
@@ -733,7 +720,7 @@ Test(review_lock, holder_killed_in_free_leaves_no_word_on_an_unused_entry, .time
     cr_log_info("%d of %d processes were killed holding the lock in ndc_free", inside, tries);
     kill(helper, SIGKILL);
     waitpid(helper, NULL, 0);
-    th_ok(send_u64(ch, 1, 8, SEC));
+    th_ok(th_send_u64(ch, 1, 8, SEC));
     ndc_free(ch);
     th_ok(ndc_unlink(name));
 }

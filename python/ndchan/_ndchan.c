@@ -615,21 +615,29 @@ static int recv_fn(void *c, int64_t t)
     return ndc_recv(k->ch, &k->a, k->cap, t);
 }
 
-/* recv -> (bytearray, dtype, shape, tag, seq): the array copied out of its
- * slot into a new buffer that the Python layer views as an ndarray. */
-static PyObject *chan_recv(ChanObject *self, PyObject *args, PyObject *kw)
+/* The start of a call whose only argument is `timeout`: its value in ns
+ * and the channel, marked busy (busy_leave ends it). \return 0, or -1
+ * with a Python error set. */
+static int begin_timed(ChanObject *self, PyObject *args, PyObject *kw, int64_t *t, ndc_chan **ch)
 {
     static char *kwl[] = {"timeout", NULL};
     PyObject *tmo = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", kwl, &tmo))
-        return NULL;
-    int64_t t = timeout_ns(tmo);
-    if (t == -2)
-        return NULL;
-    struct take_ctx k;
-    if (!(k.ch = chan_get(self)))
-        return NULL;
+        return -1;
+    if ((*t = timeout_ns(tmo)) == -2 || !(*ch = chan_get(self)))
+        return -1;
     busy_enter(self);
+    return 0;
+}
+
+/* recv -> (bytearray, dtype, shape, tag, seq): the array copied out of its
+ * slot into a new buffer that the Python layer views as an ndarray. */
+static PyObject *chan_recv(ChanObject *self, PyObject *args, PyObject *kw)
+{
+    int64_t t;
+    struct take_ctx k;
+    if (begin_timed(self, args, kw, &t, &k.ch))
+        return NULL;
     int r = wait_sliced(self, acquire_fn, &k, t);
     if (r) {
         PyObject *ret = r == WAIT_PYERR ? NULL : raise_ndc(r, 0);
@@ -767,17 +775,10 @@ static PyObject *chan_reserve(ChanObject *self, PyObject *args, PyObject *kw)
 
 static PyObject *chan_acquire(ChanObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwl[] = {"timeout", NULL};
-    PyObject *tmo = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", kwl, &tmo))
-        return NULL;
-    int64_t t = timeout_ns(tmo);
-    if (t == -2)
-        return NULL;
+    int64_t t;
     struct take_ctx k;
-    if (!(k.ch = chan_get(self)))
+    if (begin_timed(self, args, kw, &t, &k.ch))
         return NULL;
-    busy_enter(self);
     int r = wait_sliced(self, acquire_fn, &k, t);
     PyObject *l = r == WAIT_PYERR ? NULL : r ? raise_ndc(r, 0) : loan_new(self, &k.a, 0);
     if (!r && !l)
