@@ -196,51 +196,50 @@ int ndc_open_fd(ndc_chan **out, int fd, uint32_t flags)
     return attach(out, fd, flags, NULL);
 }
 
-/* "/dev/shm/name" for a user's name. */
-static int shm_path(char *path, size_t cap, const char *name)
+/* Open the file a channel name names ("/dev/shm/name" into path), as a
+ * regular file only: a symlink (O_NOFOLLOW), a directory, a socket or a
+ * fifo under the name is another program's object, -EPROTO. \return the
+ * fd, or -errno. */
+static int open_channel_file(const char *name, int oflags, char *path, size_t cap)
 {
     char n[NDC_NAME_MAX + 2];
     int r = ndc__segment_name(n, sizeof n, name);
-    if (r == 0)
-        snprintf(path, cap, NDC__SHM_DIR "%s", n);
-    return r;
-}
-
-/* What open() of a name says when the object there is no regular file: a
- * symlink (O_NOFOLLOW), a directory (opened for writing), a socket. */
-static int not_a_file(int e)
-{
-    return e == ELOOP || e == EISDIR || e == ENXIO;
+    if (r)
+        return r;
+    snprintf(path, cap, NDC__SHM_DIR "%s", n);
+    int fd = open(path, oflags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && (errno == ELOOP || errno == EISDIR || errno == ENXIO))
+        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel", path,
+                         strerror(errno));
+    if (fd < 0)
+        return ndc__fail(-errno, "channel \"%s\" (%s): %s", n + 1, path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ndc__fail(-EPROTO, "%s is not a regular file: not an ndchan channel", path);
+    }
+    return fd;
 }
 
 int ndc_open(ndc_chan **out, const char *name, uint32_t flags)
 {
     char path[sizeof ((struct ndc__segment *)0)->path];
     int r = check_open_flags(flags);
-    if (r || (r = shm_path(path, sizeof path, name)))
+    if (r)
         return r;
     if (!out)
         return ndc__fail(-EINVAL, "NULL out pointer");
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0 && not_a_file(errno))
-        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel", path,
-                         strerror(errno));
+    int fd = open_channel_file(name, O_RDWR, path, sizeof path);
     if (fd < 0)
-        return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
-                         strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return ndc__fail(-EPROTO, "%s is not a regular file: not an ndchan channel", path);
-    }
+        return fd;
     r = attach(out, fd, flags, path);
     close(fd);
     return r;
 }
 
-/* Whether `path` exists yet, waiting up to `left` ns for a name to appear
- * in the shm directory (inotify; a 10 ms poll where it is unavailable).
- * \return 0 something was created (look again), -ETIMEDOUT, -EINTR. */
+/* Wait up to `left` ns (at most a slice) for a name to appear in the shm
+ * directory: inotify, or a 10 ms sleep where it is unavailable.
+ * \return 0 look again; -EINTR. */
 static int wait_for_name(int ino, int64_t left)
 {
     int64_t slice = ino >= 0 ? 100000000 : 10000000;   /* inotify is the wake-up; this, a safety net */
@@ -298,22 +297,13 @@ int ndc_fd(const ndc_chan *ch)
 
 int ndc_unlink(const char *name)
 {
-    char path[sizeof ((struct ndc__segment *)0)->path];
-    int r = shm_path(path, sizeof path, name);
-    if (r)
-        return r;
     /* Only an ndchan channel: the name may be another program's object. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0 && not_a_file(errno))
-        return ndc__fail(-EPROTO, "%s is not a regular file (%s): not an ndchan channel: left in place",
-                         path, strerror(errno));
+    char path[sizeof ((struct ndc__segment *)0)->path];
+    int fd = open_channel_file(name, O_RDONLY, path, sizeof path);
     if (fd < 0)
-        return ndc__fail(-errno, "channel \"%s\" (%s): %s", path + sizeof NDC__SHM_DIR, path,
-                         strerror(errno));
+        return fd;
     uint64_t magic = 0;
-    struct stat st;
-    int ours = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-               pread(fd, &magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic == NDC__MAGIC;
+    int ours = pread(fd, &magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic == NDC__MAGIC;
     close(fd);
     if (!ours)
         return ndc__fail(-EPROTO, "%s is not an ndchan channel: left in place", path);
