@@ -22,11 +22,12 @@
 
 /* One compare-and-swap of the word from `expect` to `want`, counted in
  * `holding` while it may succeed (see lock.h). acquire: pairs with the
- * release exchange in ndc__unlock. */
+ * release exchange in ndc__unlock; release: a sibling thread whose acquire
+ * load sees our word also sees our count (holder_alive in peer.c). */
 static int take(_Atomic uint32_t *w, uint32_t expect, uint32_t want, _Atomic uint32_t *holding)
 {
-    atomic_fetch_add_explicit(holding, 1, memory_order_seq_cst);
-    if (atomic_compare_exchange_strong_explicit(w, &expect, want, memory_order_acquire,
+    atomic_fetch_add_explicit(holding, 1, memory_order_relaxed);
+    if (atomic_compare_exchange_strong_explicit(w, &expect, want, memory_order_acq_rel,
                                                 memory_order_relaxed))
         return 1;
     atomic_fetch_sub_explicit(holding, 1, memory_order_release);
@@ -52,7 +53,8 @@ int ndc__lock(_Atomic uint32_t *w, uint32_t me, _Atomic uint32_t *holding, uint3
     uint32_t mine = (me + 1) | NDC__LOCK_WAITERS;
     int64_t grace_end = dl->timeout_ns == 0 ? ndc__now_ns() + TRY_GRACE_NS : 0;
     for (;;) {
-        uint32_t v = atomic_load_explicit(w, memory_order_relaxed);
+        /* acquire: pairs with the release of take(), before the holder is judged */
+        uint32_t v = atomic_load_explicit(w, memory_order_acquire);
         if (v == 0) {
             if (take(w, v, mine, holding))
                 return 0;

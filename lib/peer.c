@@ -52,7 +52,7 @@ static int holder_alive(void *ctx, uint32_t holder)
 {
     ndc_chan *ch = ctx;
     if (holder == ch->me)
-        return atomic_load_explicit(&ch->in_lock, memory_order_seq_cst) > 0;
+        return atomic_load_explicit(&ch->in_lock, memory_order_relaxed) > 0;   /* ordered by the word's acquire load */
     return ndc__peer_alive(ch, holder);
 }
 
@@ -221,9 +221,10 @@ int ndc__peer_join(ndc_chan *ch, struct ndc__deadline *dl)
                 continue;   /* a live process has it */
             if (r == 0 && (r = claim(ch, i, dl)) == 0)
                 return 0;
-            return ndc__fail(r, "joining the channel: %s", r == -ETIMEDOUT || r == -EAGAIN
-                             ? "its lock is held by a live process that does not let go"
-                             : ndc_last_error());
+            if (r == -ETIMEDOUT || r == -EAGAIN)
+                return ndc__fail(r, "joining the channel: its lock is held by a live process "
+                                 "that does not let go");
+            return r;   /* the liveness lock's own detail stands */
         }
     }
     return ndc__fail(-EUSERS, "%u processes already attached", ch->seg.g.max_peers);
