@@ -1,29 +1,13 @@
-/* Channels: the public API over the segment, the queues and the peers.
+/* Channels: handles (create, open, attach, fork, free) and the public
+ * API over the wait engine (engine.c), which hands slots over through the
+ * lock-free queue (queue.c):
  *
- * FloatChannel's recipe, generalised: `empty` and `full` become two counting
- * semaphores over N slots (ctrl->sem[FREE].count, ctrl->sem[READY].count) whose
- * contents are a free stack and a FIFO ready ring (queue.c).
+ *   ndc_reserve -> take(FREE)  -> write in place -> ndc_commit  -> give_ready
+ *   ndc_acquire -> take(READY) -> read in place  -> ndc_release -> give_free
  *
- *   sender:   P(free)  -> slot RESERVED  -> write in place -> V(ready): READY, seq
- *   receiver: P(ready) -> slot LOANED    -> read in place  -> V(free):  FREE
- *
- * P is a lock-protected pop; V a lock-protected push. The lock is one CAS
- * and one exchange around a few stores on a single cache line, so the
- * hand-off between two cores moves that line and the slot's header line.
- *
- * Waiting (take): a P on an empty semaphore spins reading the count, then
- * sleeps on the count word itself with FUTEX_WAIT; V wakes only when the
- * waiter line says someone sleeps, so no syscall is made while both sides
- * keep up. Waking a sleeper on an idle vCPU costs ~80 us here while a
- * spinning peer sees the store in ~0.3 us, so the spin budget decides the
- * latency. It adapts: no spinning when every other peer last ran on this
- * CPU (two spinners on one core starve each other) or when this process
- * can run on one CPU only; after a sleep, the waker's timestamp tells
- * whether a longer spin would have caught the post (restore the budget) or
- * the peer was idle (halve it, down to 1 us), so an idle channel burns
- * almost nothing and a busy one never sleeps. Sleeps are 40 ms slices:
- * between them the waiter sweeps dead peers and returns -EOWNERDEAD if the
- * other side is all gone.
+ * ndc_send and ndc_recv are the same with one copy each side; a receive
+ * whose buffer is too small keeps its loan for the next receive (the
+ * -EMSGSIZE stash, below).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +24,7 @@
 
 #include "array.h"
 #include "error.h"
+#include "engine.h"
 #include "lock.h"
 #include "numa.h"
 #include "peer.h"
@@ -47,9 +32,6 @@
 
 #define DEFAULT_SLOTS      4
 #define DEFAULT_SLOT_BYTES (64ull << 20)
-#define DEFAULT_SPIN_NS    20000
-#define MIN_SPIN_NS        1000
-#define SLEEP_SLICE_NS     40000000     /* liveness checks while asleep: < 100 ms detection */
 
 /* ---- handles ------------------------------------------------------------ */
 
@@ -59,17 +41,11 @@ static void bind_handle(ndc_chan *ch, uint32_t open_flags)
     const struct ndc__geometry *g = &ch->seg.g;
     ch->ctrl = (struct ndc__ctrl *)b;
     ch->peers = (struct ndc__peer *)(b + g->peers_off);
-    ch->free_idx = ch->ctrl->idx;
-    ch->ready_idx = ch->ctrl->idx + g->nslots;
+    ch->cells = (struct ndc__cell *)(b + NDC__CELLS_OFF);
     ch->slots = (struct ndc__slot *)(b + g->table_off);
     ch->payload = b + g->payload_off;
     ch->open_flags = open_flags;
-    int64_t spin = ch->ctrl->spin_ns;
-    ch->spin_budget = spin < 0 ? 0 : spin == 0 ? DEFAULT_SPIN_NS : spin;
-    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-        ch->spin_budget = 0;
-    atomic_init(&ch->spin_now[0], ch->spin_budget);
-    atomic_init(&ch->spin_now[1], ch->spin_budget);
+    ndc__engine_init(ch, ch->ctrl->spin_ns);
     pthread_mutex_init(&ch->stash_lock, NULL);
     ch->nstash = 0;
     atomic_init(&ch->stash_count, 0);
@@ -365,15 +341,7 @@ int ndc_close(ndc_chan *ch)
 {
     if (!ch)
         return -EINVAL;
-    /* The mark goes into the semaphore words themselves: a waiter about to
-     * sleep on an old value sees the change (no lost wake-up), and nothing
-     * here waits on another process. */
-    /* The ready side first: a closer killed between the two still ends the
-     * stream for receivers, and commits see the mark there. */
-    for (int side = NDC__SIDE_READY; side >= NDC__SIDE_FREE; side--) {
-        atomic_fetch_or(&ch->ctrl->sem[side].count, NDC__CLOSED);
-        ndc__futex_wake(&ch->ctrl->sem[side].count, INT32_MAX);
-    }
+    ndc__engine_close(ch);
     return 0;
 }
 
@@ -381,9 +349,7 @@ int ndc_set_spin(ndc_chan *ch, int64_t spin_ns)
 {
     if (!ch)
         return -EINVAL;
-    ch->spin_budget = spin_ns < 0 ? 0 : spin_ns == 0 ? DEFAULT_SPIN_NS : spin_ns;
-    atomic_store(&ch->spin_now[0], ch->spin_budget);
-    atomic_store(&ch->spin_now[1], ch->spin_budget);
+    ndc__engine_set_spin(ch, spin_ns);
     return 0;
 }
 
@@ -395,229 +361,6 @@ void ndc__chan_payload(const ndc_chan *ch, struct ndc__payload *p)
     p->slot_bytes = ch->seg.g.slot_bytes;
     p->nslots = ch->seg.g.nslots;
     p->writable = !(ch->open_flags & NDC_RDONLY);
-}
-
-/* ---- the semaphores ----------------------------------------------------- */
-
-/* V: wake one sleeper on side if there is one. The seq_cst pair (the
- * count's increment in ndc__queue_push, the sleepers' increment in
- * sleep_once, each followed by a seq_cst load of the other) makes sure that
- * either we see the sleeper or it sees the new count. */
-static void post_wake(ndc_chan *ch, int side)
-{
-    /* Waiters decide whether to spin from where their peers last ran; a
-     * pure sender never waits, so it says where it runs here. */
-    _Atomic int32_t *cpu = &ch->peers[ch->me].cpu;
-    int now_cpu = ndc__current_cpu();
-    if (atomic_load_explicit(cpu, memory_order_relaxed) != now_cpu)
-        atomic_store_explicit(cpu, now_cpu, memory_order_relaxed);
-    if (atomic_load_explicit(&ch->ctrl->sleepers[side], memory_order_seq_cst)) {
-        atomic_store_explicit(&ch->ctrl->post_ns[side], ndc__now_ns(), memory_order_relaxed);
-        ndc__futex_wake(&ch->ctrl->sem[side].count, 1);
-    }
-}
-
-/* Spin until side's word changes from `seen` or the budget runs out.
- * \return 1 it changed. */
-static int spin(ndc_chan *ch, int side, uint32_t seen, int64_t budget)
-{
-    _Atomic uint32_t *w = &ch->ctrl->sem[side].count;
-    int64_t end = ndc__now_ns() + budget;
-    for (;;) {
-        for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(w, memory_order_relaxed) != seen)
-                return 1;
-            ndc__cpu_relax();
-        }
-        if (ndc__now_ns() >= end)
-            return 0;
-    }
-}
-
-static int sleep_once(ndc_chan *ch, int side, uint32_t seen, int64_t ns)
-{
-    struct ndc__ctrl *c = ch->ctrl;
-    struct ndc__peer *me = &ch->peers[ch->me];
-    /* The total first on the way in and last on the way out: a process
-     * killed in between leaves it too high (a spare wake-up), never too low
-     * (a missed one); the sweep subtracts what its entry says. */
-    atomic_fetch_add(&c->sleepers[side], 1);    /* seq_cst: see post_wake */
-    atomic_fetch_add(&me->sleeping[side], 1);
-    int r = 0;
-    if (atomic_load(&c->sem[side].count) == seen)
-        r = ndc__futex_wait(&c->sem[side].count, seen, ns);
-    atomic_fetch_sub(&me->sleeping[side], 1);
-    atomic_fetch_sub(&c->sleepers[side], 1);
-    return r;
-}
-
-static void adapt_spin(ndc_chan *ch, int side, int64_t gave_up_at)
-{
-    int64_t budget = ch->spin_budget;
-    int64_t posted = atomic_load_explicit(&ch->ctrl->post_ns[side], memory_order_relaxed);
-    int64_t now = atomic_load_explicit(&ch->spin_now[side], memory_order_relaxed);
-    /* posted soon after we gave up: a full budget would have caught it */
-    if (posted >= gave_up_at && posted - gave_up_at < budget)
-        now = budget;
-    else
-        now = now / 2 > MIN_SPIN_NS ? now / 2 : MIN_SPIN_NS;
-    atomic_store_explicit(&ch->spin_now[side], now, memory_order_relaxed);
-}
-
-/* Whether a waiter on side should be told its peers are gone. Before
- * saying so, take the lock once: if its holder died, the rebuild may list
- * an array (or slot) the dead peer had already published, and that must be
- * delivered first. */
-static int gone_for_good(ndc_chan *ch, int side, struct ndc__deadline *dl)
-{
-    if (!ndc__peer_other_side_gone(ch, side))
-        return 0;
-    if (ndc__peer_lock(ch, dl) == 0)
-        ndc__peer_unlock(ch);
-    return NDC__COUNT(atomic_load(&ch->ctrl->sem[side].count)) == 0 &&
-           ndc__peer_other_side_gone(ch, side);
-}
-
-/* What a waiter whose other side is all gone is told: the end of stream
- * when it was closed (the usual ending: ndc_close, then exit), whatever
- * the moment the waiter looked; else that its peers died. */
-static int gone_error(ndc_chan *ch, int side)
-{
-    if (atomic_load(&ch->ctrl->sem[side].count) & NDC__CLOSED)
-        return ndc__fail(-EPIPE, "end of stream: the channel was closed");
-    return ndc__fail(-EOWNERDEAD, "every %s of this channel is gone",
-                     side == NDC__SIDE_READY ? "sender" : "receiver");
-}
-
-static int sweep_due(ndc_chan *ch)
-{
-    int64_t now = ndc__now_ns(), last = atomic_load_explicit(&ch->last_sweep, memory_order_relaxed);
-    return now - last >= SLEEP_SLICE_NS &&
-           atomic_compare_exchange_strong(&ch->last_sweep, &last, now);
-}
-
-/* The semaphore's line says which slot was posted last; it is likely the
- * one we are about to take. Fetching its header and payload lines and the
- * queue line now overlaps three cache-line transfers that would otherwise
- * follow one another (lock, then the slot's state, then the data). Only a
- * prefetch: a stale or hostile hint costs a wasted fetch, nothing else. */
-static void prefetch_hint(const ndc_chan *ch, int side)
-{
-    uint32_t h = atomic_load_explicit(&ch->ctrl->sem[side].hint, memory_order_relaxed);
-    __builtin_prefetch(&ch->ctrl->lock, 1);
-    if (h < ch->seg.g.nslots) {
-        __builtin_prefetch(&ch->slots[h], 1);
-        const unsigned char *data = ch->payload + (uint64_t)h * ch->seg.g.slot_stride;
-        if (side == NDC__SIDE_FREE)
-            __builtin_prefetch(data, 1);    /* a sender will write it */
-        else
-            __builtin_prefetch(data, 0);
-    }
-}
-
-/* P on side: take a slot off its queue, marking it new_state for this
- * process. */
-static int take(ndc_chan *ch, int side, uint32_t new_state, struct ndc__deadline *dl, uint32_t *slot)
-{
-    struct ndc__ctrl *c = ch->ctrl;
-    uint64_t word = NDC__WORD(new_state, ch->me);
-    int spun = 0, rebuilt = 0;
-    int64_t gave_up_at = 0;
-    for (;;) {
-        /* pairs with the release increment in ndc__queue_push */
-        uint32_t v = atomic_load_explicit(&c->sem[side].count, memory_order_acquire);
-        if (side == NDC__SIDE_FREE && (v & NDC__CLOSED))
-            return -EPIPE;
-        if (NDC__COUNT(v)) {
-            prefetch_hint(ch, side);
-            int r = ndc__peer_lock(ch, dl);
-            if (r)
-                return r;
-            r = ndc__queue_pop(ch, side, word, slot);
-            ndc__peer_unlock(ch);
-            if (r == 0) {
-                if (gave_up_at)
-                    adapt_spin(ch, side, gave_up_at);
-                return 0;
-            }
-            /* -EBADMSG: the queues were corrupt and have been rebuilt from
-             * the slot states, which lost nothing; try once more before
-             * saying so. -EAGAIN: another taker was first. */
-            if ((r == -EBADMSG && rebuilt++) || (r != -EAGAIN && r != -EBADMSG))
-                return r;
-            if (r == -EAGAIN && dl->timeout_ns > 0 && ndc__deadline_left(dl) == 0)
-                return -ETIMEDOUT;   /* a count that keeps lying must not keep us */
-            continue;
-        }
-        if (v & NDC__CLOSED)
-            return -EPIPE;
-        int64_t left = ndc__deadline_left(dl);
-        if (left == 0) {
-            /* A poller never sleeps, so it sweeps here instead (once a
-             * slice): slots held by a dead peer must come back for it too. */
-            if (dl->timeout_ns == 0 && side == NDC__SIDE_FREE && sweep_due(ch) &&
-                ndc__peer_sweep(ch, dl) > 0)
-                continue;
-            return dl->timeout_ns == 0 ? -EAGAIN : -ETIMEDOUT;
-        }
-        if (!spun) {
-            spun = 1;
-            int64_t budget = atomic_load_explicit(&ch->spin_now[side], memory_order_relaxed);
-            if (budget > 0 && ndc__peer_elsewhere(ch) &&
-                spin(ch, side, v, budget < left ? budget : left))
-                continue;
-            if (gone_for_good(ch, side, dl))
-                return gone_error(ch, side);
-            gave_up_at = ndc__now_ns();
-            continue;
-        }
-        int r = sleep_once(ch, side, v, left < SLEEP_SLICE_NS ? left : SLEEP_SLICE_NS);
-        if (r == -EINTR) {
-            /* we may have been the one woken for a post: pass it on */
-            if (NDC__COUNT(atomic_load(&c->sem[side].count)))
-                ndc__futex_wake(&c->sem[side].count, 1);
-            return -EINTR;
-        }
-        if (r == -ETIMEDOUT) {
-            atomic_store_explicit(&ch->last_sweep, ndc__now_ns(), memory_order_relaxed);
-            ndc__peer_sweep(ch, dl);
-            if (gone_for_good(ch, side, dl))
-                return gone_error(ch, side);
-        }
-    }
-}
-
-/* V on side: publish a slot this process holds in state `held`, as `word`,
- * then wake a sleeper. Ownership is checked again under the lock: two
- * threads releasing one loan must not both list it. A commit that meets a
- * closed channel frees the slot instead and returns -EPIPE. */
-static int give(ndc_chan *ch, int side, uint32_t slot, uint32_t held, uint64_t word)
-{
-    struct ndc__deadline dl;
-    ndc__deadline_init(&dl, NDC_FOREVER);
-    int r = ndc__peer_lock(ch, &dl);
-    if (r)
-        return r;
-    for (int attempt = 0;; attempt++) {
-        if (atomic_load_explicit(&ch->slots[slot].state, memory_order_relaxed) != NDC__WORD(held, ch->me)) {
-            /* not ours (any more): a second release, or freed by a rebuild */
-            r = attempt ? 0 : ndc__fail(-EINVAL, "slot %u is not held by this process", slot);
-            break;
-        }
-        r = ndc__queue_push(ch, side, slot, word);
-        if (r == -EPIPE) {
-            side = NDC__SIDE_FREE;
-            r = ndc__queue_push(ch, side, slot, NDC__WORD(NDC__FREE, 0));
-            r = r ? r : ndc__fail(-EPIPE, "channel closed before commit: the array is dropped");
-        }
-        /* -EBADMSG: the queues were corrupt and are rebuilt from the slot
-         * states; if the slot is still ours it was left off them: again. */
-        if (r != -EBADMSG || attempt)
-            break;
-    }
-    ndc__peer_unlock(ch);
-    post_wake(ch, side);
-    return r;
 }
 
 /* ---- loans -------------------------------------------------------------- */
@@ -640,7 +383,7 @@ static int holds(const ndc_chan *ch, uint32_t slot, uint32_t st)
 }
 
 /* The slot `a` names, checked to be held by this process in state st (a
- * loan kept by -EMSGSIZE is not the caller's to release). give() checks
+ * loan kept by -EMSGSIZE is not the caller's to release). The engine checks
  * again under the lock; this check comes first so that nothing (commit's
  * header) is written into a slot that is not ours. */
 static int stash_has(ndc_chan *ch, uint32_t slot);
@@ -692,10 +435,10 @@ static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int6
     ndc__peer_role(ch, NDC__PEER_SENT);
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, timeout_ns);
-    if ((r = take(ch, NDC__SIDE_FREE, NDC__RESERVED, &dl, slot)))
+    if ((r = ndc__take(ch, NDC__SIDE_FREE, &dl, slot)))
         return r;
     if ((r = claim_slot(ch, *slot, nbytes))) {
-        give(ch, NDC__SIDE_FREE, *slot, NDC__RESERVED, NDC__WORD(NDC__FREE, 0));
+        ndc__give_free(ch, *slot, NDC__RESERVED);
         return r;
     }
     a->data = ch->payload + (uint64_t)*slot * ch->seg.g.slot_stride;
@@ -705,7 +448,7 @@ static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int6
 
 /* Write the header of a reserved slot (validated C-order array of nbytes)
  * and publish it. The header is ours to write while the slot is RESERVED;
- * the lock's release in give() publishes it with the state. */
+ * the ring cell's release store (queue.c, C2) publishes it with the state. */
 static int publish(ndc_chan *ch, uint32_t slot, const struct ndc_array *a, uint64_t nbytes)
 {
     struct ndc__slot *s = &ch->slots[slot];
@@ -715,7 +458,7 @@ static int publish(ndc_chan *ch, uint32_t slot, const struct ndc_array *a, uint6
     s->ndim = a->ndim;
     memcpy(s->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
     ndc__c_strides(ndc_dtype_size(a->dtype), a->ndim, a->shape, s->strides);
-    return give(ch, NDC__SIDE_READY, slot, NDC__RESERVED, NDC__WORD(NDC__READY, 0));
+    return ndc__give_ready(ch, slot);
 }
 
 int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
@@ -747,7 +490,7 @@ int ndc_cancel(ndc_chan *ch, struct ndc_array *a)
 {
     uint32_t slot = 0;
     int r = own_slot(ch, a, NDC__RESERVED, &slot);
-    return r ? r : give(ch, NDC__SIDE_FREE, slot, NDC__RESERVED, NDC__WORD(NDC__FREE, 0));
+    return r ? r : ndc__give_free(ch, slot, NDC__RESERVED);
 }
 
 /* Fill `a` from a loaned slot's header. Only what is used is read, once,
@@ -851,11 +594,11 @@ static int next_loan(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns, uint
         first_receive(ch);
         struct ndc__deadline dl;
         ndc__deadline_init(&dl, timeout_ns);
-        if ((r = take(ch, NDC__SIDE_READY, NDC__LOANED, &dl, &slot)))
+        if ((r = ndc__take(ch, NDC__SIDE_READY, &dl, &slot)))
             return r;
     }
     if ((r = describe(ch, slot, a))) {
-        give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
+        ndc__give_free(ch, slot, NDC__LOANED);
         return r;
     }
     *slot_out = slot;
@@ -878,7 +621,7 @@ int ndc_release(ndc_chan *ch, struct ndc_array *a)
 {
     uint32_t slot = 0;
     int r = own_slot(ch, a, NDC__LOANED, &slot);
-    return r ? r : give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
+    return r ? r : ndc__give_free(ch, slot, NDC__LOANED);
 }
 
 /* ---- one copy ----------------------------------------------------------- */
@@ -943,13 +686,19 @@ int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout
                          (unsigned long long)nbytes, capacity);
     }
     memcpy(dst, v.data, nbytes);
-    give(ch, NDC__SIDE_FREE, slot, NDC__LOANED, NDC__WORD(NDC__FREE, 0));
+    ndc__give_free(ch, slot, NDC__LOANED);
     v.data = dst;
     *a = v;
     return 0;
 }
 
 /* ---- state -------------------------------------------------------------- */
+
+/* Commits so far: the ring's tail (the next array's seq). */
+static uint64_t commits(const ndc_chan *ch)
+{
+    return atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire) & ~NDC__TAIL_CLOSED;
+}
 
 /* Whether nothing committed before `upto` (a seq) is ready or on loan.
  * A torn read of a header's seq can only make it wait one more poll. */
@@ -974,13 +723,13 @@ int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns)
     if (r || (r = ndc__ensure_joined(ch)))
         return r;
     struct ndc__ctrl *c = ch->ctrl;
-    uint64_t upto = atomic_load_explicit(&c->sent, memory_order_acquire);
+    uint64_t upto = commits(ch);
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, timeout_ns);
     for (int64_t polls = 0;; polls++) {
         int closed = !!(atomic_load(&c->sem[NDC__SIDE_READY].count) & NDC__CLOSED);
         if (flags & NDC_DRAIN_CLOSED)
-            upto = closed ? UINT64_MAX : atomic_load_explicit(&c->sent, memory_order_acquire);
+            upto = closed ? UINT64_MAX : commits(ch);
         if (drained(ch, upto) && (!(flags & NDC_DRAIN_CLOSED) || closed))
             return 0;
         int64_t left = ndc__deadline_left(&dl);
@@ -1009,6 +758,7 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
         case NDC__FREE:     s.free++; break;
         case NDC__READY:    s.ready++; break;
         case NDC__RESERVED:
+        case NDC__COMMITTING:
         case NDC__LOANED:   s.loaned++; break;
         default:
             return ndc__fail(-EBADMSG, "slot %u has a corrupt state word", i);
@@ -1026,8 +776,8 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
     s.attached = ndc__peer_count_alive(ch, &others);
     s.closed = !!(atomic_load_explicit(&c->sem[NDC__SIDE_READY].count, memory_order_relaxed) & NDC__CLOSED);
     s.stale = others == 0;
-    s.sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
-    s.received = atomic_load_explicit(&c->received, memory_order_relaxed);
+    s.sent = commits(ch);
+    s.received = atomic_load_explicit(&c->head, memory_order_relaxed);
     s.bytes_sent = atomic_load_explicit(&c->bytes_sent, memory_order_relaxed);
     *st = s;
     return 0;

@@ -27,8 +27,7 @@ struct ndc_chan {
     struct ndc__segment seg;     /* fd, mapping, validated geometry: never re-read */
     struct ndc__ctrl *ctrl;
     struct ndc__peer *peers;     /* [seg.g.max_peers] */
-    uint16_t *free_idx;          /* [nslots], under the lock */
-    uint16_t *ready_idx;         /* [nslots], under the lock */
+    struct ndc__cell *cells;     /* [nslots] the ready ring */
     struct ndc__slot *slots;     /* [nslots] */
     unsigned char *payload;      /* slot i at payload + i * slot_stride */
     uint32_t open_flags;         /* NDC_RDONLY */
@@ -36,7 +35,7 @@ struct ndc_chan {
      * fork_gen stale and joins as a process of its own (see peer.c). */
     struct ndc__live live;       /* the liveness lock's description */
     uint32_t me;                 /* peer index */
-    _Atomic uint32_t in_lock;    /* this process's threads holding the queue lock or in a CAS
+    _Atomic uint32_t in_lock;    /* this process's threads holding the repair lock or in a CAS
                                     to take it (lock.h): a lock word naming this process
                                     while it is 0 is forged */
     int32_t pid;
@@ -46,9 +45,11 @@ struct ndc_chan {
                                     from the segment */
     _Atomic uint32_t roles;      /* NDC__PEER_SENT/RECEIVED already published */
     _Atomic int joining;
-    /* Waiting policy (see chan.c, "Waiting"). */
+    _Atomic uint32_t cursor;     /* where the next reserve looks for a FREE slot first */
+    /* Waiting policy (engine.c). */
     int64_t spin_budget;         /* ns; 0: never spin */
     _Atomic int64_t spin_now[2]; /* adapted budget per semaphore */
+    _Atomic uint32_t posts;      /* V operations by this handle, to sample the CPU */
     _Atomic int64_t last_sweep;  /* when a non-blocking call last looked for dead peers */
     /* Loans kept by ndc_recv's -EMSGSIZE, handed out first by the next
      * receives, oldest first (several threads may each keep one). */

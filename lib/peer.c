@@ -59,8 +59,12 @@ static int holder_alive(void *ctx, uint32_t holder)
 static int lock_as(ndc_chan *ch, uint32_t id, struct ndc__deadline *dl)
 {
     int r = ndc__lock(&ch->ctrl->lock, id, &ch->in_lock, ch->seg.g.max_peers, dl, holder_alive, ch);
-    if (r == 1) {   /* the last holder died inside: its half-done work is rebuilt */
-        ndc__queue_rebuild(ch, ndc__peer_alive);
+    if (r == 1) {
+        /* The last holder died inside: it was joining, sweeping or
+         * repairing, and may have left the gate closed on a half-built
+         * ring. Repair again (a live peer stopped inside a step makes this
+         * wait, as long as the deadline allows). */
+        ndc__queue_repair(ch, dl, ndc__peer_alive);
         r = 0;
     }
     return r == -ETIMEDOUT && dl->timeout_ns == 0 ? -EAGAIN : r;
@@ -77,6 +81,21 @@ void ndc__peer_unlock(ndc_chan *ch)
     atomic_fetch_sub_explicit(&ch->in_lock, 1, memory_order_release);
 }
 
+int ndc__peer_repair(ndc_chan *ch, struct ndc__deadline *dl, int force)
+{
+    /* The repairer holds the lock while the gate is closed: taking the
+     * lock waits for it (or takes over from a dead one, which repairs). A
+     * gate still closed once we hold the lock was left by nobody: it is
+     * stale or scribbled, and a repair opens it. */
+    int r = ndc__peer_lock(ch, dl);
+    if (r)
+        return r;
+    if (force || atomic_load_explicit(&ch->ctrl->gate, memory_order_acquire))
+        r = ndc__queue_repair(ch, dl, ndc__peer_alive);
+    ndc__peer_unlock(ch);
+    return r == -ETIMEDOUT && dl->timeout_ns == 0 ? -EAGAIN : r;
+}
+
 /* Under the lock: return an entry's slots, count its departure, clear it.
  * `keep`: leave its state as it is rather than UNUSED, for the entry whose
  * index the lock word names (our own in ndc_free, the one a joiner claims):
@@ -86,11 +105,12 @@ void ndc__peer_unlock(ndc_chan *ch)
  * UNUSED, the entry is taken only through a claim under the lock, which
  * takes the dead holder's word over. A second retirement of it (a sweep)
  * finds nothing to give back or count. */
-static void retire(ndc_chan *ch, uint32_t i, int keep)
+static uint32_t retire(ndc_chan *ch, uint32_t i, int keep)
 {
     struct ndc__ctrl *c = ch->ctrl;
     struct ndc__peer *p = &ch->peers[i];
-    ndc__queue_reclaim(ch, i);
+    uint32_t back = ndc__queue_reclaim(ch, i);
+    ndc__queue_forget(ch, i);
     uint32_t flags = atomic_load_explicit(&p->flags, memory_order_relaxed);
     if (flags & NDC__PEER_SENT)
         atomic_fetch_add_explicit(&c->gone_senders, 1, memory_order_relaxed);
@@ -109,25 +129,21 @@ static void retire(ndc_chan *ch, uint32_t i, int keep)
     /* release: a joiner's CAS from UNUSED sees the entry cleared */
     if (!keep)
         atomic_store_explicit(&p->state, NDC__PEER_UNUSED, memory_order_release);
+    return back;
 }
 
 /* After retiring peers under the lock: let go of it, wake one sender per
  * slot that came back, and every receiver (each must re-check whether its
- * senders are gone). \return the slots that came back. */
-static uint32_t unlock_and_wake(ndc_chan *ch, uint32_t free_before)
+ * senders are gone: their event word changes for them). \return back. */
+static uint32_t unlock_and_wake(ndc_chan *ch, uint32_t back)
 {
-    uint32_t after = NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
+    struct ndc__ctrl *c = ch->ctrl;
     ndc__peer_unlock(ch);
-    uint32_t back = after > free_before ? after - free_before : 0;
     if (back)
-        ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_FREE].count, (int)back);
-    ndc__futex_wake(&ch->ctrl->sem[NDC__SIDE_READY].count, INT32_MAX);
+        ndc__futex_wake(&c->sem[NDC__SIDE_FREE].count, (int)back);
+    atomic_fetch_add_explicit(&c->sem[NDC__SIDE_READY].count, NDC__EVENT, memory_order_release);
+    ndc__futex_wake(&c->sem[NDC__SIDE_READY].count, INT32_MAX);
     return back;
-}
-
-static uint32_t free_count(const ndc_chan *ch)
-{
-    return NDC__COUNT(atomic_load(&ch->ctrl->sem[NDC__SIDE_FREE].count));
 }
 
 static uint32_t peers_hw(const ndc_chan *ch)
@@ -159,11 +175,18 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
     int r = ndc__peer_lock(ch, dl);
     if (r)
         return r;
-    uint32_t before = free_count(ch);
+    /* One that died inside a ring step left it half done: repair first
+     * (it frees what the dead held, and lists what they committed). */
+    int repaired = 0;
+    for (uint32_t i = 0; i < hw && !repaired; i++)
+        if (departed(ch, i) && ndc__queue_died_in_step(ch, i))
+            repaired = ndc__queue_repair(ch, dl, ndc__peer_alive) == 0 ? 1 : -1;
+    /* (a repair that timed out leaves those for the next sweep) */
+    uint32_t back = 0;
     for (uint32_t i = 0; i < hw; i++)
-        if (departed(ch, i))
-            retire(ch, i, 0);
-    return (int)unlock_and_wake(ch, before);
+        if (departed(ch, i) && (repaired > 0 || !ndc__queue_died_in_step(ch, i)))
+            back += retire(ch, i, 0);
+    return (int)unlock_and_wake(ch, back);
 }
 
 /* Entry i, whose byte we hold, becomes ours. */
@@ -177,15 +200,18 @@ static int claim(ndc_chan *ch, uint32_t i, struct ndc__deadline *dl)
      * cleared the flags (acquire: pairs with its release of UNUSED). */
     int quick = atomic_compare_exchange_strong_explicit(&p->state, &unused, NDC__PEER_LIVE,
                                                         memory_order_acquire, memory_order_relaxed);
-    uint32_t before = 0;
+    uint32_t back = 0;
     if (!quick) {
         /* left by a process that is gone: give back what it held first */
         int r = lock_as(ch, i, dl);
         if (r)
             return r;
-        before = free_count(ch);
+        if (ndc__queue_died_in_step(ch, i) && (r = ndc__queue_repair(ch, dl, ndc__peer_alive))) {
+            ndc__peer_unlock(ch);
+            return r;
+        }
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_UNUSED)
-            retire(ch, i, 1);   /* LIVE (ours) below, never UNUSED under our word */
+            back = retire(ch, i, 1);   /* LIVE (ours) below, never UNUSED under our word */
     }
     p->pid = ch->pid;
     atomic_store_explicit(&p->flags, (ch->open_flags & NDC_RDONLY) ? NDC__PEER_RDONLY : 0,
@@ -193,7 +219,7 @@ static int claim(ndc_chan *ch, uint32_t i, struct ndc__deadline *dl)
     atomic_store_explicit(&p->cpu, ndc__current_cpu(), memory_order_relaxed);
     if (!quick) {
         atomic_store_explicit(&p->state, NDC__PEER_LIVE, memory_order_release);
-        unlock_and_wake(ch, before);
+        unlock_and_wake(ch, back);
     }
     uint32_t hw = atomic_load_explicit(&c->peers_hw, memory_order_relaxed);
     while (hw < i + 1 && !atomic_compare_exchange_weak_explicit(&c->peers_hw, &hw, i + 1,
@@ -240,15 +266,16 @@ void ndc__peer_leave(ndc_chan *ch)
         return;   /* not ours any more (a scribbled entry, retired) */
     if (ndc__trylock(&ch->ctrl->lock, ch->me, &ch->in_lock) != 0)
         return;   /* someone else's sweep will finish it */
-    uint32_t before = free_count(ch);
-    retire(ch, ch->me, 1);   /* stays GONE: the next sweep or claim clears it */
+    uint32_t back = retire(ch, ch->me, 1);   /* stays GONE: the next sweep or claim clears it */
     /* While the lock is ours anyway, retire the dead too: otherwise what
-     * they held comes back only when some survivor next has to wait. */
+     * they held comes back only when some survivor next has to wait. One
+     * that died inside a ring step needs a repair, which may wait: that is
+     * left to the next sweep. */
     uint32_t hw = peers_hw(ch);
     for (uint32_t i = 0; i < hw; i++)
-        if (departed(ch, i))
-            retire(ch, i, 0);
-    unlock_and_wake(ch, before);
+        if (departed(ch, i) && !ndc__queue_died_in_step(ch, i))
+            back += retire(ch, i, 0);
+    unlock_and_wake(ch, back);
 }
 
 void ndc__peer_role(ndc_chan *ch, uint32_t role)

@@ -19,11 +19,16 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl);
 /* Whether peer entry i's process still runs (its liveness byte is held;
  * this process counts as running). Reads no /proc. */
 int ndc__peer_alive(const ndc_chan *ch, uint32_t i);
-/* The queue lock, taken as this peer; a holder that died is taken over and
- * the queues rebuilt from the slot states. \return 0 or the lock's errors
+/* The repair lock, taken as this peer; a holder that died is taken over and
+ * the ring repaired from the slot states. \return 0 or the lock's errors
  * (-EAGAIN for timeout 0). */
 int ndc__peer_lock(ndc_chan *ch, struct ndc__deadline *dl);
 void ndc__peer_unlock(ndc_chan *ch);
+/* The one lock-and-repair helper: take the repair lock (which waits for a
+ * repair under way, or finishes one whose repairer died), repair the ring
+ * if `force` or if the gate was left closed, let go.
+ * \return 0 or the lock's errors (-EAGAIN for timeout 0), -ETIMEDOUT. */
+int ndc__peer_repair(ndc_chan *ch, struct ndc__deadline *dl, int force);
 /* Publish a role (NDC__PEER_SENT / RECEIVED) of this process, once. */
 void ndc__peer_role(ndc_chan *ch, uint32_t role);
 /* Whether every peer that could feed a waiter on `side` is gone: some peer

@@ -1,125 +1,332 @@
-/* The free stack and the ready ring, under the queue lock.
+/* The hand-off's data structure, without a lock.
  *
- * Invariant (between critical sections): sem[FREE].count equals the number of
- * FREE slots and free_idx[0..count) lists them; sem[READY].count equals the
- * number of READY slots and ready_idx[head .. head+count) (mod nslots) lists
- * them in seq order. RESERVED and LOANED slots are on neither: their owner
- * holds them. So free + ready + reserved + loaned = nslots.
+ * A slot's state word (segment.h) is the truth: FREE, RESERVED by a peer,
+ * COMMITTING by a peer, READY, LOANED to a peer. Free slots need no list:
+ * a sender finds one by its state and takes it with one compare-and-swap.
+ * Committed slots are listed in commit order in a ring of nslots cells
+ * (Vyukov's bounded MPMC queue, as DPDK's rte_ring and iceoryx2 keep
+ * theirs): the tail and head positions count up for ever (64 bits), cell
+ * p % nslots serves position p, and its seq word says whose turn it is.
+ * A sender claims a position by CAS on the tail, a receiver by CAS on the
+ * head; each line is written by one side only, and the cell a receiver
+ * waits on is written by the one sender that claimed it.
  *
- * Each critical section changes a slot's state word (the truth) with one
- * store, and the queues around it; a holder that dies mid-way leaves states
- * that are each either before or after, and the queues are rebuilt from
- * them. Indices and counts read here are checked against nslots and against
- * the slot they name: a corrupt segment gives -EBADMSG and a rebuild, never
- * an access out of bounds. The ring head is kept below nslots (it wraps by
- * hand): a free-running counter taken mod nslots would jump when it wraps
- * at 2^32 unless nslots divided 2^32. Work arrays of the rebuild are
- * private, so a peer scribbling during it cannot steer an index. */
+ * The memory-order edges, each named at both ends:
+ *   (C2) commit's release of cell.seq = p + 1   -> (T1) take's acquire of it:
+ *        the array, its header, its state and cell.slot are visible to the
+ *        receiver that sees the cell full.
+ *   (T3) take's release of cell.seq = p + n     -> (C1) commit's acquire of it:
+ *        the receiver is done with the cell before a sender reuses it.
+ *   (F1) free's release CAS of the state to FREE -> (R1) reserve's acquire CAS:
+ *        the last user of the payload is done before the next writes it.
+ *   (S1) a step's seq_cst increment of its peer's busy count, then load of
+ *        the gate  <->  (G1) a repair's seq_cst store of the gate, then load
+ *        of each busy count: either the step sees the gate closed and backs
+ *        out, or the repair sees the step and waits for it (Dekker).
+ *   (S2) a step's release decrement of busy     -> (G2) the repair's acquire
+ *        load that sees it reach 0: the step's stores are visible to the
+ *        rebuild.
+ *
+ * Recovery. A peer that dies inside a step leaves a position claimed whose
+ * cell never turns, or a slot taken off the ring but still READY. Its
+ * process's busy count stays above 0, which the sweep (peer.c) sees; it
+ * then repairs: with the repair lock held it closes the gate, waits until
+ * no live peer is inside a step, and rebuilds the ring from the states.
+ * Each step's stores are ordered so that any prefix of them rebuilds to a
+ * consistent ring: a commit that did not reach READY loses its array (the
+ * sender died before the commit was done), a take that did not reach
+ * LOANED relists its array, and a slot a dead peer holds goes back FREE.
+ * Indices and positions read here are checked against nslots and against
+ * the slot they name: a corrupt segment gives -EBADMSG and a repair, never
+ * an access out of bounds. */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
-#include "peer.h"
 #include "queue.h"
 
-static int corrupt(ndc_chan *ch, const char *what)
+#define FREE_WORD NDC__WORD(NDC__FREE, 0)
+
+/* ---- steps and the gate ----------------------------------------------------- */
+
+static int step_enter(ndc_chan *ch)
 {
-    ndc__queue_rebuild(ch, ndc__peer_alive);
-    return ndc__fail(-EBADMSG, "channel queue inconsistent (%s); rebuilt from the slot table", what);
+    _Atomic uint32_t *busy = &ch->peers[ch->me].busy;
+    atomic_fetch_add_explicit(busy, 1, memory_order_seq_cst);                 /* (S1) */
+    if (__builtin_expect(atomic_load_explicit(&ch->ctrl->gate, memory_order_seq_cst) == 0, 1))
+        return 0;
+    atomic_fetch_sub_explicit(busy, 1, memory_order_release);
+    return -EBUSY;
 }
 
-int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot)
+static void step_leave(ndc_chan *ch)
+{
+    atomic_fetch_sub_explicit(&ch->peers[ch->me].busy, 1, memory_order_release);   /* (S2) */
+}
+
+/* ---- free slots ------------------------------------------------------------- */
+
+int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot)
+{
+    uint32_t n = ch->seg.g.nslots;
+    uint32_t k = atomic_load_explicit(&ch->cursor, memory_order_relaxed);
+    if (k >= n)
+        k = 0;
+    /* From where this process last took one: in a steady stream the next
+     * slot round the table is the one freed longest ago. */
+    for (uint32_t i = 0; i < n; i++, k = k + 1 == n ? 0 : k + 1) {
+        _Atomic uint64_t *st = &ch->slots[k].state;
+        uint64_t w = atomic_load_explicit(st, memory_order_relaxed);
+        if (w == FREE_WORD &&
+            atomic_compare_exchange_strong_explicit(st, &w, NDC__WORD(NDC__RESERVED, ch->me),
+                                                    memory_order_acquire, memory_order_relaxed)) {   /* (R1) */
+            uint32_t next = k + 1 == n ? 0 : k + 1;
+            atomic_store_explicit(&ch->cursor, next, memory_order_relaxed);
+            /* The next reserve's slot, fetched for writing while nobody
+             * needs it: in a steady stream its receiver let go of it long
+             * ago, and it is ours next. */
+            if (next != k) {
+                __builtin_prefetch(&ch->slots[next], 1);
+                __builtin_prefetch(ch->payload + (uint64_t)next * ch->seg.g.slot_stride, 1);
+            }
+            *slot = k;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
+int ndc__queue_free(ndc_chan *ch, uint32_t slot, uint64_t held)
+{
+    uint64_t w = held;
+    if (!atomic_compare_exchange_strong_explicit(&ch->slots[slot].state, &w, FREE_WORD,
+                                                 memory_order_release, memory_order_relaxed))   /* (F1) */
+        return -EINVAL;
+    /* The event word changes by 2 (bit 0 is the end-of-stream mark). seq_cst:
+     * with a sleeper's seq_cst increment of sleepers[FREE] before its load of
+     * this word, either the engine's post sees the sleeper or the sleeper
+     * sees this change (engine.c, post). */
+    atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
+    return 0;
+}
+
+int ndc__queue_has_free(const ndc_chan *ch)
+{
+    for (uint32_t i = 0; i < ch->seg.g.nslots; i++)
+        if (atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed) == FREE_WORD)
+            return 1;
+    return 0;
+}
+
+/* ---- the ready ring ----------------------------------------------------------- */
+
+int ndc__queue_try_commit(ndc_chan *ch, uint32_t slot)
 {
     struct ndc__ctrl *c = ch->ctrl;
-    uint32_t n = ch->seg.g.nslots;
-    uint32_t cnt = NDC__COUNT(atomic_load_explicit(&c->sem[side].count, memory_order_relaxed));
-    if (cnt == 0)
+    struct ndc__slot *s = &ch->slots[slot];
+    uint64_t n = ch->seg.g.nslots, mine = NDC__WORD(NDC__RESERVED, ch->me);
+    int r = step_enter(ch);
+    if (r)
+        return r;
+    /* the mark makes the commit this thread's: a second commit of the slot fails here */
+    uint64_t w = mine;
+    if (!atomic_compare_exchange_strong_explicit(&s->state, &w, NDC__WORD(NDC__COMMITTING, ch->me),
+                                                 memory_order_relaxed, memory_order_relaxed)) {
+        step_leave(ch);
+        return -EINVAL;
+    }
+    uint64_t t = atomic_load_explicit(&c->tail, memory_order_relaxed);
+    for (;;) {
+        if (t & NDC__TAIL_CLOSED) {
+            r = -EPIPE;
+            break;
+        }
+        struct ndc__cell *cell = &ch->cells[t % n];
+        uint64_t cs = atomic_load_explicit(&cell->seq, memory_order_acquire);   /* (C1) */
+        if (cs == t) {
+            if (!atomic_compare_exchange_weak_explicit(&c->tail, &t, t + 1, memory_order_relaxed,
+                                                       memory_order_relaxed))
+                continue;   /* another sender claimed t (or the channel closed): t is reloaded */
+            /* Position t is ours. The state store is the commit (a death
+             * before it loses the array, after it lists it on repair); the
+             * cell store publishes it. */
+            s->seq = t;
+            atomic_store_explicit(&s->state, NDC__WORD(NDC__READY, 0), memory_order_relaxed);
+            atomic_store_explicit(&cell->slot, slot, memory_order_relaxed);
+            atomic_store_explicit(&cell->seq, t + 1, memory_order_release);    /* (C2) */
+            step_leave(ch);
+            /* The next commit's cell, fetched for writing while nobody needs
+             * it: its receiver emptied it long ago, and takes it next only
+             * after our commit there. */
+            __builtin_prefetch(&ch->cells[(t + 1) % n], 1);
+            atomic_fetch_add_explicit(&c->bytes_sent, s->nbytes, memory_order_relaxed);
+            return 0;
+        }
+        if (cs < t) {
+            r = -EAGAIN;   /* the receiver of position t - n has not let go of the cell yet */
+            break;
+        }
+        uint64_t again = atomic_load_explicit(&c->tail, memory_order_relaxed);
+        if (again == t) {
+            r = -EAGAIN;   /* a cell ahead of the tail: corrupt; the engine repairs if it lasts */
+            break;
+        }
+        t = again;
+    }
+    atomic_store_explicit(&s->state, mine, memory_order_relaxed);   /* back out */
+    step_leave(ch);
+    return r;
+}
+
+int ndc__queue_try_take(ndc_chan *ch, uint32_t *slot_out)
+{
+    struct ndc__ctrl *c = ch->ctrl;
+    uint64_t n = ch->seg.g.nslots;
+    /* a look before the step: an empty ring costs two loads, no write */
+    if (!ndc__queue_has_ready(ch))
         return -EAGAIN;
-    if (cnt > n)
-        return corrupt(ch, "count above slots");
-    uint32_t head = c->ready_head;
-    if (head >= n)
-        return corrupt(ch, "ring head out of range");
-    uint32_t idx = side == NDC__SIDE_FREE ? ch->free_idx[cnt - 1] : ch->ready_idx[head];
-    if (idx >= n)
-        return corrupt(ch, "slot index out of range");
-    uint64_t w = atomic_load_explicit(&ch->slots[idx].state, memory_order_relaxed);
-    if (NDC__STATE(w) != (side == NDC__SIDE_FREE ? NDC__FREE : NDC__READY))
-        return corrupt(ch, "queued slot in the wrong state");
-    /* The state store is the taking; the counters follow it (a holder that
-     * dies in between leaves a LOANED slot of a dead peer: freed by the
-     * rebuild, its array lost with the receiver that took it). */
-    atomic_store_explicit(&ch->slots[idx].state, new_word, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&c->sem[side].count, 1, memory_order_relaxed);
-    if (side == NDC__SIDE_READY) {
-        c->ready_head = head + 1 == n ? 0 : head + 1;
-        atomic_store_explicit(&c->received, atomic_load_explicit(&c->received, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+    int r = step_enter(ch);
+    if (r)
+        return r;
+    uint64_t h = atomic_load_explicit(&c->head, memory_order_relaxed);
+    for (;;) {
+        struct ndc__cell *cell = &ch->cells[h % n];
+        uint64_t cs = atomic_load_explicit(&cell->seq, memory_order_acquire);   /* (T1) */
+        if (cs == h + 1) {
+            uint32_t slot = atomic_load_explicit(&cell->slot, memory_order_relaxed);
+            if (slot < n) {
+                /* its header line is the next miss: start it now */
+                __builtin_prefetch(&ch->slots[slot], 1);
+                __builtin_prefetch(ch->payload + (uint64_t)slot * ch->seg.g.slot_stride, 0);
+            }
+            if (!atomic_compare_exchange_weak_explicit(&c->head, &h, h + 1, memory_order_relaxed,
+                                                       memory_order_relaxed))
+                continue;
+            /* Position h is ours, and so is the slot it names: the cell is
+             * let go of first (its line's ownership and the slot's header
+             * line then travel at once), and LOANED is the taking. A death
+             * between the two leaves a READY slot off the ring, which the
+             * repair lists again. */
+            atomic_store_explicit(&cell->seq, h + n, memory_order_release);      /* (T3) */
+            uint64_t ready = NDC__WORD(NDC__READY, 0);
+            int ok = slot < n &&
+                     atomic_compare_exchange_strong_explicit(&ch->slots[slot].state, &ready,
+                                                             NDC__WORD(NDC__LOANED, ch->me),
+                                                             memory_order_relaxed, memory_order_relaxed);
+            step_leave(ch);
+            if (!ok)
+                return ndc__fail(-EBADMSG, "ready ring position %llu names slot %u, which is not ready",
+                                 (unsigned long long)h, slot);
+            *slot_out = slot;
+            return 0;
+        }
+        if (cs < h + 1) {
+            r = -EAGAIN;   /* not committed yet */
+            break;
+        }
+        uint64_t again = atomic_load_explicit(&c->head, memory_order_relaxed);
+        if (again == h) {
+            r = ndc__fail(-EBADMSG, "ready ring cell %llu is ahead of the head",
+                          (unsigned long long)(h % n));
+            break;
+        }
+        h = again;
     }
-    *slot = idx;
+    step_leave(ch);
+    return r;
+}
+
+int ndc__queue_has_ready(const ndc_chan *ch)
+{
+    uint64_t h = atomic_load_explicit(&ch->ctrl->head, memory_order_relaxed);
+    return atomic_load_explicit(&ch->cells[h % ch->seg.g.nslots].seq, memory_order_acquire) == h + 1;
+}
+
+int ndc__queue_ended(const ndc_chan *ch)
+{
+    uint64_t t = atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire);
+    return (t & NDC__TAIL_CLOSED) &&
+           atomic_load_explicit(&ch->ctrl->head, memory_order_acquire) >= (t & ~NDC__TAIL_CLOSED);
+}
+
+/* ---- giving back what the dead held -------------------------------------------- */
+
+uint32_t ndc__queue_reclaim(ndc_chan *ch, uint32_t who)
+{
+    uint32_t n = ch->seg.g.nslots, got = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
+        uint32_t st = NDC__STATE(w);
+        if ((st == NDC__RESERVED || st == NDC__LOANED || st == NDC__COMMITTING) && NDC__OWNER(w) == who &&
+            ndc__queue_free(ch, i, w) == 0)
+            got++;
+    }
+    return got;
+}
+
+int ndc__queue_died_in_step(const ndc_chan *ch, uint32_t peer)
+{
+    return atomic_load_explicit(&ch->peers[peer].busy, memory_order_acquire) != 0;
+}
+
+void ndc__queue_forget(ndc_chan *ch, uint32_t peer)
+{
+    atomic_store_explicit(&ch->peers[peer].busy, 0, memory_order_relaxed);
+}
+
+/* ---- repair ------------------------------------------------------------------------ */
+
+/* Wait until no live peer is inside a step. */
+static int drain_steps(ndc_chan *ch, struct ndc__deadline *dl, ndc__alive_fn alive)
+{
+    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
+    if (hw > ch->seg.g.max_peers)
+        hw = ch->seg.g.max_peers;
+    for (uint32_t i = 0; i < hw; i++) {
+        for (int spins = 0;; spins++) {
+            if (atomic_load_explicit(&ch->peers[i].busy, memory_order_seq_cst) == 0)   /* (G1) (G2) */
+                break;
+            if (spins == 0 && !alive(ch, i))
+                break;   /* died inside: that is what we repair */
+            if (spins < 1000) {
+                ndc__cpu_relax();
+                continue;
+            }
+            /* a step is a few dozen instructions: this peer was descheduled
+             * or stopped inside one, and comes out when it runs again */
+            if (ndc__deadline_left(dl) == 0)
+                return -ETIMEDOUT;
+            if (!alive(ch, i))
+                break;
+            struct timespec ts = { 0, 50000 };
+            nanosleep(&ts, NULL);
+        }
+    }
     return 0;
 }
 
-int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word)
+static void rebuild(ndc_chan *ch, ndc__alive_fn alive)
 {
     struct ndc__ctrl *c = ch->ctrl;
-    uint32_t n = ch->seg.g.nslots;
-    _Atomic uint32_t *count = &c->sem[side].count;
-    uint32_t old = atomic_load_explicit(count, memory_order_relaxed);
-    uint32_t cnt = NDC__COUNT(old), head = c->ready_head;
-    if (cnt >= n || head >= n)
-        return corrupt(ch, "push onto a full queue");
-    /* The count is the semaphore. It may go up before the slot is listed:
-     * takers pop only under the lock we hold. seq_cst, not just release:
-     * with the sleeper's seq_cst increment of `sleepers` and both sides'
-     * seq_cst loads, either the poster sees the sleeper (post_wake in
-     * chan.c) or the sleeper sees this count (Dekker). The release half
-     * pairs with a waiter's acquire load of the count. */
-    if (side == NDC__SIDE_READY) {
-        /* A commit races ndc_close, which sets CLOSED without the lock:
-         * either this increment comes first (the array was sent before the
-         * end of stream, and receivers drain it) or the commit fails. */
-        uint64_t seq = atomic_load_explicit(&c->sent, memory_order_relaxed);
-        ch->slots[slot].seq = seq;
-        ch->ready_idx[(head + cnt) % n] = (uint16_t)slot;
-        do {
-            if (old & NDC__CLOSED)
-                return -EPIPE;
-        } while (!atomic_compare_exchange_weak_explicit(count, &old, old + 1, memory_order_seq_cst,
-                                                        memory_order_relaxed));
-        /* The state store is the commit. The counters follow it: a holder
-         * that dies in between leaves a READY slot whose seq the rebuild
-         * turns back into `sent`, never a count of an array that is not. */
-        atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
-        atomic_store_explicit(&c->sent, seq + 1, memory_order_relaxed);
-        atomic_store_explicit(&c->bytes_sent, atomic_load_explicit(&c->bytes_sent, memory_order_relaxed) +
-                              ch->slots[slot].nbytes, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(count, 1, memory_order_seq_cst);
-        ch->free_idx[cnt] = (uint16_t)slot;
-        atomic_store_explicit(&ch->slots[slot].state, new_word, memory_order_relaxed);
-    }
-    atomic_store_explicit(&c->sem[side].hint, slot, memory_order_relaxed);
-    return 0;
-}
-
-void ndc__queue_rebuild(ndc_chan *ch, int (*owner_alive)(const ndc_chan *ch, uint32_t peer))
-{
-    struct ndc__ctrl *c = ch->ctrl;
-    uint32_t n = ch->seg.g.nslots, nfree = 0, nready = 0;
-    int8_t alive[NDC_MAX_PEERS];   /* -1 not asked yet */
-    memset(alive, -1, sizeof alive);
-    uint64_t max_seq = 0;
-    /* Private work arrays: the sort must not read back indices a peer can
+    uint32_t n = ch->seg.g.nslots, nready = 0, relisted = 0;
+    int8_t live[NDC_MAX_PEERS];   /* -1 not asked yet */
+    memset(live, -1, sizeof live);
+    uint64_t head0 = atomic_load_explicit(&c->head, memory_order_relaxed);
+    uint64_t tail0 = atomic_load_explicit(&c->tail, memory_order_relaxed) & ~NDC__TAIL_CLOSED;
+    int sane = head0 <= tail0 && tail0 - head0 <= n && tail0 < (1ull << 62);
+    /* Private work arrays: the sort must not read back what a peer can
      * scribble on. Each slot's seq is read once. */
     uint16_t order[NDC_MAX_SLOTS];
     uint64_t seqs[NDC_MAX_SLOTS];
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
-        uint32_t st = NDC__STATE(w);
+        _Atomic uint64_t *stw = &ch->slots[i].state;
+        uint64_t w = atomic_load_explicit(stw, memory_order_relaxed);
+        uint32_t st = NDC__STATE(w), who = NDC__OWNER(w);
         if (st == NDC__READY) {
             /* insertion by seq: n is at most NDC_MAX_SLOTS, and this is rare */
             uint64_t seq = ch->slots[i].seq;
+            relisted += sane && seq < head0;   /* taken off by a receiver that died before LOANED */
             uint32_t j = nready++;
             while (j > 0 && seqs[j - 1] > seq) {
                 order[j] = order[j - 1];
@@ -128,47 +335,55 @@ void ndc__queue_rebuild(ndc_chan *ch, int (*owner_alive)(const ndc_chan *ch, uin
             }
             order[j] = (uint16_t)i;
             seqs[j] = seq;
-            if (seq + 1 > max_seq)
-                max_seq = seq + 1;
             continue;
         }
-        uint32_t who = NDC__OWNER(w);
-        if ((st == NDC__RESERVED || st == NDC__LOANED) && who < ch->seg.g.max_peers) {
-            if (alive[who] < 0)
-                alive[who] = (int8_t)!!owner_alive(ch, who);
-            if (alive[who])
+        if (st == NDC__FREE && w == FREE_WORD)
+            continue;
+        if ((st == NDC__RESERVED || st == NDC__LOANED || st == NDC__COMMITTING) && who < ch->seg.g.max_peers) {
+            if (live[who] < 0)
+                live[who] = (int8_t)!!alive(ch, who);
+            if (live[who]) {
+                /* no live step is under way: a COMMITTING mark is left over */
+                if (st == NDC__COMMITTING)
+                    atomic_store_explicit(stw, NDC__WORD(NDC__RESERVED, who), memory_order_relaxed);
                 continue;
+            }
         }
-        atomic_store_explicit(&ch->slots[i].state, NDC__WORD(NDC__FREE, 0), memory_order_relaxed);
-        ch->free_idx[nfree++] = (uint16_t)i;
+        atomic_store_explicit(stw, FREE_WORD, memory_order_relaxed);
     }
-    memcpy(ch->ready_idx, order, sizeof order[0] * nready);
-    c->ready_head = 0;
-    if (atomic_load_explicit(&c->sent, memory_order_relaxed) < max_seq)
-        atomic_store_explicit(&c->sent, max_seq, memory_order_relaxed);
-    /* keep the end-of-stream marks */
-    for (int side = 0; side < 2; side++) {
-        /* a CAS: ndc_close may set CLOSED at any moment, without the lock */
-        uint32_t want = side ? nready : nfree;
-        uint32_t old = atomic_load_explicit(&c->sem[side].count, memory_order_relaxed);
-        while (!atomic_compare_exchange_weak_explicit(&c->sem[side].count, &old, (old & NDC__CLOSED) | want,
-                                                      memory_order_release, memory_order_relaxed))
-            ;
+    /* Positions: what was taken and delivered stays counted (head), what
+     * is listed follows without gaps, so tail - head is what is ready and
+     * tail counts exactly the commits that were made. A commit whose
+     * sender died before READY left a gap; dropping it renumbers the
+     * arrays after it, which nobody has seen. */
+    uint64_t head = sane ? head0 - relisted : 0;
+    uint64_t tail = head + nready;
+    for (uint32_t i = 0; i < nready; i++)
+        ch->slots[order[i]].seq = head + i;
+    for (uint64_t p = head; p < head + n; p++) {
+        struct ndc__cell *cell = &ch->cells[p % n];
+        if (p < tail)
+            atomic_store_explicit(&cell->slot, order[p - head], memory_order_relaxed);
+        atomic_store_explicit(&cell->seq, p < tail ? p + 1 : p, memory_order_relaxed);
     }
+    atomic_store_explicit(&c->head, head, memory_order_relaxed);
+    /* a CAS: ndc_close may set the mark at any moment, without the lock */
+    uint64_t old = atomic_load_explicit(&c->tail, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&c->tail, &old, (old & NDC__TAIL_CLOSED) | tail,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
     atomic_fetch_add_explicit(&c->repairs, 1, memory_order_relaxed);
 }
 
-uint32_t ndc__queue_reclaim(ndc_chan *ch, uint32_t who)
+int ndc__queue_repair(ndc_chan *ch, struct ndc__deadline *dl, ndc__alive_fn alive)
 {
-    uint32_t n = ch->seg.g.nslots, got = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
-        uint32_t st = NDC__STATE(w);
-        if ((st == NDC__RESERVED || st == NDC__LOANED) && NDC__OWNER(w) == who) {
-            if (ndc__queue_push(ch, NDC__SIDE_FREE, i, NDC__WORD(NDC__FREE, 0)) != 0)
-                return got;   /* the queue was rebuilt, which freed the rest too */
-            got++;
-        }
-    }
-    return got;
+    _Atomic uint32_t *gate = &ch->ctrl->gate;
+    atomic_store_explicit(gate, 1, memory_order_seq_cst);                         /* (G1) */
+    int r = drain_steps(ch, dl, alive);
+    if (r == 0)
+        rebuild(ch, alive);
+    /* release: steps that see the gate open see the rebuilt ring */
+    atomic_store_explicit(gate, 0, memory_order_release);
+    ndc__futex_wake(gate, INT32_MAX);
+    return r;
 }

@@ -1,26 +1,53 @@
-/* The free stack and the ready ring: the two semaphores' contents. Every
- * call here runs under the queue lock. */
+/* The slots' hand-off without a lock: free slots are found by their state
+ * word, committed ones are listed in a bounded ring (Vyukov's MPMC queue)
+ * in commit order. Every call here tries once and never waits; waiting is
+ * the engine's (engine.h). */
 #ifndef NDC_QUEUE_H
 #define NDC_QUEUE_H
 #include <stdint.h>
 #include "chan.h"
+#include "wait.h"
 
-/* Pop a slot index from side's queue and mark the slot with new_word.
- * \return 0; -EAGAIN empty; -EBADMSG the queue was inconsistent with the
- * slot table (it has been rebuilt: the caller may retry). */
-int ndc__queue_pop(ndc_chan *ch, int side, uint64_t new_word, uint32_t *slot);
-/* Mark slot with new_word and push it on side's queue. For the ready side
- * the slot's seq is assigned here. \return 0; -EPIPE (ready side only: the
- * channel is closed, nothing changed); -EBADMSG (the queue was corrupt and
- * has been rebuilt). */
-int ndc__queue_push(ndc_chan *ch, int side, uint32_t slot, uint64_t new_word);
-/* Rebuild both queues and counts from the slot states: FREE slots onto the
- * free stack, READY ones into the ring in seq order; a slot whose state is
- * garbage, or RESERVED/LOANED by a peer that owner_alive says is gone,
- * becomes FREE. owner_alive is asked at most once per peer. */
-void ndc__queue_rebuild(ndc_chan *ch, int (*owner_alive)(const ndc_chan *ch, uint32_t peer));
-/* Return every slot held (RESERVED or LOANED) by peer `who` to the free
- * stack. \return how many. */
+/* Take a FREE slot for this process (state RESERVED).
+ * \return 0 and *slot; -EAGAIN none is free. */
+int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot);
+/* Give back a slot this process holds as `held` (RESERVED or LOANED):
+ * FREE, and the FREE side's event word changes.
+ * \return 0; -EINVAL it is not held so (a second release). */
+int ndc__queue_free(ndc_chan *ch, uint32_t slot, uint64_t held);
+/* List a RESERVED slot of this process, its header written, as the next
+ * array. \return 0 (its seq is set); -EINVAL not reserved by this process;
+ * -EPIPE the channel is closed (the slot stays RESERVED); -EAGAIN the ring
+ * cell it needs is still being emptied by a receiver (try again);
+ * -EBUSY a repair is under way (wait for it: ndc__queue_wait_repair). */
+int ndc__queue_try_commit(ndc_chan *ch, uint32_t slot);
+/* Take the oldest listed array for this process (state LOANED).
+ * \return 0 and *slot; -EAGAIN nothing is listed yet; -EBUSY a repair is
+ * under way; -EBADMSG the ring named a slot that is not READY: it must be
+ * repaired (ndc__queue_repair) before anything else is taken. */
+int ndc__queue_try_take(ndc_chan *ch, uint32_t *slot);
+/* Whether the stream ended: closed, and every commit before the close taken. */
+int ndc__queue_ended(const ndc_chan *ch);
+/* Whether some array is listed / some slot is FREE (a guess for waiters). */
+int ndc__queue_has_ready(const ndc_chan *ch);
+int ndc__queue_has_free(const ndc_chan *ch);
+
+/* Return every slot held (RESERVED, COMMITTING or LOANED) by peer `who`,
+ * which is gone, to FREE. \return how many. */
 uint32_t ndc__queue_reclaim(ndc_chan *ch, uint32_t who);
+
+/* Whether a peer's process still runs (the liveness lock). */
+typedef int (*ndc__alive_fn)(const ndc_chan *ch, uint32_t peer);
+/* Repair, with the repair lock held: close the gate to ring steps, wait
+ * until no live peer is inside one, rebuild the ring from the slot states
+ * (READY slots in seq order, renumbered without gaps; slots a dead peer
+ * held back to FREE), open the gate. \return 0; -ETIMEDOUT the deadline
+ * passed while a live peer stayed inside a step (stopped): nothing
+ * changed. */
+int ndc__queue_repair(ndc_chan *ch, struct ndc__deadline *dl, ndc__alive_fn alive);
+/* Whether a peer died inside a ring step, so that a repair is due. */
+int ndc__queue_died_in_step(const ndc_chan *ch, uint32_t peer);
+/* Forget a retired peer's step count. */
+void ndc__queue_forget(ndc_chan *ch, uint32_t peer);
 
 #endif

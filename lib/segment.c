@@ -39,7 +39,7 @@ int ndc__geometry(struct ndc__geometry *g, uint32_t nslots, uint64_t slot_bytes,
     /* A zero-byte slot still gets a page so every slot has its own address:
      * a loan is recognised by its data pointer. */
     v.slot_stride = round_up(slot_bytes ? slot_bytes : 1, v.align);
-    v.peers_off = round_up(NDC__IDX_OFF + 4ull * nslots, NDC__LINE);
+    v.peers_off = NDC__CELLS_OFF + (uint64_t)nslots * sizeof(struct ndc__cell);
     v.table_off = v.peers_off + (uint64_t)v.max_peers * sizeof(struct ndc__peer);
     v.payload_off = round_up(v.table_off + (uint64_t)nslots * sizeof(struct ndc__slot), v.align);
     v.total_size = v.payload_off + (uint64_t)nslots * v.slot_stride;   /* < 2^53: no overflow */
@@ -196,14 +196,14 @@ static void init_ctrl(unsigned char *base, const struct ndc__geometry *g, const 
     c->numa_policy = o->numa_policy;
     c->numa_node = o->numa_node;
     c->numa_nodeset = o->numa_nodeset;
-    /* Every slot free; popped from the top of the stack, so slot 0 first. */
-    uint16_t *free_idx = c->idx;
+    /* Every slot free, the ring empty: cell i waits for the commit at
+     * position i. */
     struct ndc__slot *slots = (struct ndc__slot *)(base + g->table_off);
+    struct ndc__cell *cells = (struct ndc__cell *)(base + NDC__CELLS_OFF);
     for (uint32_t i = 0; i < g->nslots; i++) {
-        free_idx[i] = (uint16_t)(g->nslots - 1 - i);
         atomic_init(&slots[i].state, NDC__WORD(NDC__FREE, 0));
+        atomic_init(&cells[i].seq, i);
     }
-    atomic_init(&c->sem[NDC__SIDE_FREE].count, g->nslots);
     /* Published last: an attacher that sees the magic sees all of the above
      * (pairs with the acquire load in segment_attach). */
     atomic_store_explicit(&c->magic, NDC__MAGIC, memory_order_release);

@@ -3,11 +3,10 @@
  * this code: fixed-width fields, offsets not pointers, a magic and a layout
  * version, sizes asserted at compile time.
  *
- *   0            struct ndc__ctrl      geometry, waiters, 2 semaphores, queue line
- *                uint16_t[2 * nslots]  free stack, then ready ring (FIFO) of slot
- *                                      indices: they continue the queue line, so
- *                                      with up to 8 slots the queues are one line
- *   peers_off    struct ndc__peer[max_peers]       one line each
+ *   0            struct ndc__ctrl      geometry, waiters, 2 event words, the
+ *                                      repair lock, the ready ring's tail and head
+ *   cells_off    struct ndc__cell[nslots]          the ready ring, one line a cell
+ *   peers_off    struct ndc__peer[max_peers]       two lines each
  *   table_off    struct ndc__slot[nslots]          one header per slot
  *   payload_off  nslots x slot_stride  payloads, page (or huge page) aligned
  *
@@ -34,24 +33,32 @@
 #include "ndchan.h"
 
 #define NDC__MAGIC   0x314e414843444e7full   /* "\x7fNDCHAN1" */
-#define NDC__LAYOUT  2u      /* 2: liveness by OFD locks, lock word names a peer entry */
+#define NDC__LAYOUT  3u      /* 3: lock-free ready ring, free slots found by state */
 #define NDC__LINE    64
 
-/* Slot states. The state word is the truth about a slot: the free stack and
- * ready ring are indexes over it that can be rebuilt from the states alone
- * (see queue.c), which is how a lock holder's death is repaired. */
-enum { NDC__FREE = 1, NDC__RESERVED, NDC__READY, NDC__LOANED };
+/* Slot states. The state word is the truth about a slot: a free slot is
+ * found by its state, and the ready ring is an index over the READY ones
+ * that can be rebuilt from the states alone (see queue.c), which is how a
+ * peer that died in the middle of a step is repaired. COMMITTING is a
+ * sender's own mark while it lists the slot (it owns the slot, and no
+ * second thread can commit it too). */
+enum { NDC__FREE = 1, NDC__RESERVED, NDC__READY, NDC__LOANED, NDC__COMMITTING };
 #define NDC__STATE(w)       ((uint32_t)((w) & 0xff))
 #define NDC__OWNER(w)       ((uint32_t)(((w) >> 8) & 0xffff))
 #define NDC__WORD(st, own)  ((uint64_t)(st) | ((uint64_t)(own) << 8))
 
-/* The two counting semaphores: [NDC__SIDE_FREE] free slots (senders wait on
- * it), [NDC__SIDE_READY] committed arrays (receivers wait on it). The high
- * bit is the end-of-stream mark, so that ndc_close changes the very word
- * sleepers wait on and no wake-up can be missed. */
+/* The two sides waiters wait on: [NDC__SIDE_FREE] a free slot (senders),
+ * [NDC__SIDE_READY] a committed array (receivers). Each has an event word
+ * (ctrl->sem[side].count): a counter that posters change when someone may
+ * be waiting for what they posted, and the word sleepers sleep on. Its
+ * high bit is the end-of-stream mark, so that ndc_close changes the very
+ * word sleepers wait on and no wake-up can be missed. */
 enum { NDC__SIDE_FREE = 0, NDC__SIDE_READY = 1 };
-#define NDC__CLOSED   0x80000000u
-#define NDC__COUNT(v) ((v) & 0x7fffffffu)
+#define NDC__CLOSED   1u
+#define NDC__EVENT    2u       /* what a post adds: the mark's bit never changes by it */
+/* The ready ring's tail carries the end-of-stream mark too: a commit's
+ * claim of a position and ndc_close are ordered on that one word. */
+#define NDC__TAIL_CLOSED (1ull << 63)
 
 /* Lock word: 0, or 1 + the holder's peer entry index (whose liveness lock
  * says whether it still runs); the high bit says someone sleeps. */
@@ -59,8 +66,8 @@ enum { NDC__SIDE_FREE = 0, NDC__SIDE_READY = 1 };
 
 struct ndc__slot {
     /* line 0 is all a receiver reads of a header of up to 3 dimensions */
-    _Atomic uint64_t state;   /* NDC__WORD(state, owner peer); changed under the lock */
-    uint64_t seq;             /* commit order, set under the lock at commit */
+    _Atomic uint64_t state;   /* NDC__WORD(state, owner peer) */
+    uint64_t seq;             /* commit order: the ready ring position, set at commit */
     uint64_t nbytes;          /* the rest is written by the owner while it holds the slot */
     uint64_t tag;
     uint32_t dtype;
@@ -79,7 +86,7 @@ _Static_assert(offsetof(struct ndc__slot, shape) == 40, "shape[0..2] share line 
 #define NDC__PEER_RECEIVED 4u
 enum { NDC__PEER_UNUSED = 0, NDC__PEER_LIVE, NDC__PEER_GONE };
 
-struct ndc__peer {                 /* one line, written by its own process */
+struct ndc__peer {                 /* written by its own process */
     _Atomic uint32_t state;        /* NDC__PEER_*: UNUSED -> LIVE by a joiner holding the entry's
                                       liveness byte; LIVE -> GONE by its owner; to UNUSED only
                                       under the queue lock (retire) */
@@ -87,10 +94,16 @@ struct ndc__peer {                 /* one line, written by its own process */
                                       for decisions */
     _Atomic uint32_t flags;        /* NDC__PEER_RDONLY | SENT | RECEIVED */
     _Atomic int32_t  cpu;          /* where it last ran a call: spin only if elsewhere */
-    _Atomic uint32_t sleeping[2];  /* its threads asleep on each semaphore */
+    _Atomic uint32_t sleeping[2];  /* its threads asleep on each side */
     uint8_t  pad[40];
+    /* Line 1, written at every ring step, read only by a repair: the line
+     * above is read by every waiter, and must not move with each step. */
+    _Atomic uint32_t busy;         /* its threads inside a ready-ring step (queue.c): a repair
+                                      waits for these to finish, and repairs after a dead
+                                      peer's */
+    uint8_t  pad1[60];
 };
-_Static_assert(sizeof(struct ndc__peer) == NDC__LINE, "one peer per cache line");
+_Static_assert(sizeof(struct ndc__peer) == 2 * NDC__LINE, "one peer per two cache lines");
 
 struct ndc__ctrl {
     /* Lines 0-1: geometry, written once by the creator; magic last (release). */
@@ -106,40 +119,62 @@ struct ndc__ctrl {
     uint32_t numa_policy;
     int32_t  numa_node;
     uint64_t numa_nodeset;
-    uint8_t  pad0[32];
+    /* Read by every ring step, written only by a repair: 0 open, 1 closed
+     * by the repairer, which holds the repair lock (queue.c). */
+    _Atomic uint32_t gate;
+    _Atomic uint32_t closed;   /* ndc_close was called: read by every reserve, so it lives
+                                  here, apart from the words every post writes */
+    uint8_t  pad0[24];
     /* Line 2: waiters, written on the slow path only. */
     _Atomic uint32_t sleepers[2];      /* threads asleep on each semaphore */
     _Atomic uint32_t gone_senders;     /* departed peers that had sent */
     _Atomic uint32_t gone_receivers;   /* departed peers that had received */
     _Atomic uint32_t peers_hw;         /* peer entries in use are below this */
     _Atomic uint32_t numa_resolved;    /* NDC_NUMA_NEAR_RECEIVER: placement done */
-    _Atomic uint32_t repairs;          /* queue rebuilds after a death or corruption */
+    _Atomic uint32_t repairs;          /* ring rebuilds after a death or corruption */
     uint32_t pad1;
     _Atomic int64_t  post_ns[2];       /* when a sleeper was last woken: adaptive spin */
     uint8_t  pad2[16];
-    /* Lines 3-4: the two semaphores, a line each. Waiters spin on (and
-     * sleep on) these words, so nothing else lives there: a spinner's reads
-     * must not steal the line that a critical section is writing. */
+    /* Lines 3-4: the two event words, a line each. Waiters spin on (and
+     * sleep on) these words, so nothing else lives there. The FREE side's
+     * changes at every release (senders waiting for a slot spin on it);
+     * the READY side's only when a receiver sleeps (receivers spin on the
+     * ring cell they wait for). */
     struct ndc__sem {
-        _Atomic uint32_t count;        /* see NDC__SIDE_*, NDC__CLOSED */
-        _Atomic uint32_t hint;         /* the slot last posted: a waiter that sees the
-                                          count change prefetches it (a guess, never trusted) */
-        uint8_t pad[56];
+        _Atomic uint32_t count;        /* an event counter; NDC__CLOSED */
+        uint8_t pad[60];
     } sem[2];
-    /* Line 5 on: the queues. Changed only under the lock. Senders and
-     * receivers both write them, so they are packed together on purpose: a
-     * hand-off moves this one line (with up to 8 slots). */
+    /* Line 5: the repair lock (lock.h): joins, sweeps and ring repairs. */
     _Atomic uint32_t lock;
-    uint32_t ready_head;               /* ring position of the oldest ready array; free running */
-    _Atomic uint64_t sent;             /* commits so far: the next array's seq */
-    _Atomic uint64_t received, bytes_sent;
-    uint16_t idx[16];                  /* free stack [0, nslots), ready ring [nslots, 2 nslots): continues past the struct */
+    uint8_t  pad3[60];
+    /* Line 6: written by senders only. */
+    _Atomic uint64_t tail;             /* ready ring: next position to claim (the next array's
+                                          seq, so commits so far) | NDC__TAIL_CLOSED */
+    _Atomic uint64_t bytes_sent;
+    uint8_t  pad4[48];
+    /* Line 7: written by receivers only. */
+    _Atomic uint64_t head;             /* ready ring: next position to take (arrays taken) */
+    uint8_t  pad5[56];
 };
-_Static_assert(sizeof(struct ndc__ctrl) == 6 * NDC__LINE, "control block is part of the segment ABI");
+_Static_assert(sizeof(struct ndc__ctrl) == 8 * NDC__LINE, "control block is part of the segment ABI");
 _Static_assert(offsetof(struct ndc__ctrl, sleepers) == 2 * NDC__LINE, "waiter line");
-_Static_assert(offsetof(struct ndc__ctrl, sem) == 3 * NDC__LINE, "semaphore lines");
-_Static_assert(offsetof(struct ndc__ctrl, lock) == 5 * NDC__LINE, "queue line");
-#define NDC__IDX_OFF offsetof(struct ndc__ctrl, idx)
+_Static_assert(offsetof(struct ndc__ctrl, sem) == 3 * NDC__LINE, "event lines");
+_Static_assert(offsetof(struct ndc__ctrl, lock) == 5 * NDC__LINE, "lock line");
+_Static_assert(offsetof(struct ndc__ctrl, tail) == 6 * NDC__LINE, "senders' line");
+_Static_assert(offsetof(struct ndc__ctrl, head) == 7 * NDC__LINE, "receivers' line");
+
+/* A ready ring cell (Vyukov's bounded queue): position p uses cell
+ * p % nslots; seq == p: free for the commit that claims p; seq == p + 1:
+ * holds the array committed at p; a receiver that takes it sets seq to
+ * p + nslots, freeing the cell for the commit at that position. One line
+ * each: the cell a receiver spins on is written by one sender only. */
+struct ndc__cell {
+    _Atomic uint64_t seq;
+    _Atomic uint32_t slot;
+    uint8_t pad[52];
+};
+_Static_assert(sizeof(struct ndc__cell) == NDC__LINE, "one cell per line");
+#define NDC__CELLS_OFF sizeof(struct ndc__ctrl)
 
 /* Geometry: everything derived from (nslots, slot_bytes, flags). */
 struct ndc__geometry {

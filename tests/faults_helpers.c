@@ -50,8 +50,7 @@ void seg_map(struct seg *s, const ndc_chan *ch)
     s->c = (struct ndc__ctrl *)s->base;
     s->peers = (struct ndc__peer *)(s->base + s->g.peers_off);
     s->slots = (struct ndc__slot *)(s->base + s->g.table_off);
-    s->free_idx = s->c->idx;
-    s->ready_idx = s->c->idx + s->g.nslots;
+    s->cells = (struct ndc__cell *)(s->base + NDC__CELLS_OFF);
 }
 
 void seg_unmap(struct seg *s)

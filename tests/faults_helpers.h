@@ -39,7 +39,7 @@ struct seg {
     struct ndc__ctrl *c;
     struct ndc__peer *peers;
     struct ndc__slot *slots;
-    uint16_t *free_idx, *ready_idx;
+    struct ndc__cell *cells;     /* the ready ring */
 };
 
 /* Map ch's segment read-write (asserts); seg_unmap undoes it. */
