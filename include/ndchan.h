@@ -28,10 +28,12 @@
  * namespace (containers sharing /dev/shm or an fd), without /proc, and
  * whatever pids are reused. What a dead peer held comes back, and waiters
  * on the other side get -EOWNERDEAD, within 100 ms: waiters look every
- * 40 ms while they sleep. A process that is merely stopped (SIGSTOP, a
- * debugger) or slow is alive: it keeps its loans, and a lock it holds is
- * waited for, never taken from it (calls with a timeout give up at their
- * deadline). In a sandbox without /proc an anonymous channel cannot open a
+ * 40 ms while they sleep; one that died in the middle of a hand-off (a few
+ * instructions) is repaired from the slot table, so its half-done step
+ * loses nothing committed. A process that is merely stopped (SIGSTOP, a
+ * debugger) or slow is alive: it keeps its loans, and what it is in the
+ * middle of is waited for, never taken from it (calls with a timeout give
+ * up at their deadline). In a sandbox without /proc an anonymous channel cannot open a
  * description of its own; such a process then judges nobody dead (dead
  * peers' slots stay held) but is itself judged correctly by others.
  *
@@ -76,6 +78,9 @@ extern "C" {
 #define NDC_RDONLY    (1u << 0)      /* ndc_open*: receive only; payload mapped read-only */
 #define NDC_POPULATE  (1u << 1)      /* opts.flags: fault every page in at creation */
 #define NDC_HUGEPAGES (1u << 2)      /* opts.flags: back payloads with huge pages, or fail clearly */
+#define NDC_BROADCAST (1u << 3)      /* opts.flags: every subscriber gets every array (Broadcast) */
+#define NDC_SUBSCRIBE (1u << 4)      /* ndc_open*: subscribe to a broadcast channel at once */
+#define NDC_MAX_SUB_LOANS 32         /* loans one broadcast subscriber may hold at once */
 
 #define NDC_MAX_DIMS  32
 #define NDC_MAX_SLOTS 4096           /* opts.slots above this is -EINVAL */
@@ -107,7 +112,8 @@ struct ndc_array {                  /* a view: it never owns data */
     int64_t        shape[NDC_MAX_DIMS];
     int64_t        strides[NDC_MAX_DIMS];   /* bytes; any sign on the send side */
     uint64_t       tag;             /* the sender's, carried unchanged */
-    uint64_t       seq;             /* set on receive: the channel's send order, from 0 */
+    uint64_t       seq;             /* set on receive: the channel's commit order, from 0,
+                                       without gaps */
 };
 
 /* Describe `data` as a C-ordered array: fills dtype, ndim, shape and C-order
@@ -134,7 +140,8 @@ struct ndc_chan_opts {
     uint32_t slots;        /* arrays in flight; 0 = default (4); at most NDC_MAX_SLOTS */
     uint64_t slot_bytes;   /* largest payload; 0 = default (64 MiB); at most NDC_MAX_SLOT_BYTES.
                               Untouched capacity costs no memory. */
-    uint32_t flags;        /* NDC_POPULATE, NDC_HUGEPAGES; other bits are -EINVAL */
+    uint32_t flags;        /* NDC_POPULATE, NDC_HUGEPAGES, NDC_BROADCAST; other bits are
+                              -EINVAL */
     int64_t  spin_ns;      /* how long a waiter spins before it sleeps in the kernel:
                               0 = default (adaptive, up to 20 us, never when the peer
                               last ran on the waiter's own CPU); < 0 = never spin */
@@ -146,7 +153,20 @@ struct ndc_chan_opts {
                               share with a group; 0 = 0600. Applied exactly (umask plays no
                               part). Every peer, receive-only ones included, needs read and
                               write permission: the control block is written by all. */
-    uint32_t reserved[11]; /* must be zero */
+    /* NDC_BROADCAST only (0 otherwise): */
+    uint32_t history;      /* arrays a late subscriber gets first (the last ones committed);
+                              0..slots-1; 0 = none */
+    uint32_t slow_policy;  /* enum ndc_slow_policy: what a slow subscriber does to the
+                              publisher; 0 = NDC_SLOW_BLOCK */
+    uint32_t reserved[9];  /* must be zero */
+};
+
+/* Broadcast channels (opts.flags NDC_BROADCAST): what a slow subscriber does. */
+enum ndc_slow_policy {
+    NDC_SLOW_BLOCK = 0,    /* lossless: the slowest subscriber sets the pace */
+    NDC_SLOW_LATEST = 1,   /* the publisher never waits for subscribers: each acquire gives the
+                              newest array the subscriber has not had, older ones are skipped
+                              and counted in its `dropped` */
 };
 
 /* Create a channel and attach to it.
@@ -238,8 +258,9 @@ NDC_API int ndc_unlink(const char *name);
  * \return -E2BIG    the array is larger than slot_bytes (checked before waiting)
  * \return -EPERM    the handle is receive-only
  * \return -EPIPE    the channel is closed
- * \return -EAGAIN   timeout 0 and no slot free (or the queue lock held by another
- *                   process or thread for longer than a try waits: 200 us)
+ * \return -EAGAIN   timeout 0 and no slot free (or a repair of the channel, after
+ *                   a peer died mid hand-off, under way for longer than a try
+ *                   waits: 200 us)
  * \return -ETIMEDOUT, -EINTR (a caught signal while asleep)
  * \return -EOWNERDEAD no slot is free and every receiver is gone
  * \return -ENOSPC   the shm filesystem has no room for the array's pages
@@ -249,12 +270,12 @@ NDC_API int ndc_unlink(const char *name);
 NDC_API int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
 /* Publish a reserved slot. a->data must be what ndc_reserve returned;
  * dtype, ndim, shape and tag are read again (the shape may shrink, never grow
- * past slot_bytes); strides must be C order. Never waits for a peer's
- * progress, only for the queue lock, held for nanoseconds, and for as long
- * as its holder lives: behind a process stopped inside the lock (SIGSTOP,
- * a debugger) it waits until that one runs again or dies. A lock word
- * forged (scribbled) to name a live process stalls it likewise until that
- * process next takes the lock.
+ * past slot_bytes); strides must be C order. Takes no lock and never waits
+ * for a peer's progress, with two rare exceptions, each for as long as the
+ * process it waits for lives: a receiver inside the few instructions that
+ * empty the ring cell this commit needs (a full ring turning over), and a
+ * repair under way. Behind a process stopped there (SIGSTOP, a debugger)
+ * it waits until that one runs again or dies.
  * \return 0; -EINVAL not a slot this process reserved, or a bad header;
  * -E2BIG grown past slot_bytes (the slot stays reserved);
  * -EPIPE the channel was closed (the slot is discarded). */
@@ -264,14 +285,15 @@ NDC_API int ndc_commit(ndc_chan *ch, struct ndc_array *a);
 NDC_API int ndc_cancel(ndc_chan *ch, struct ndc_array *a);
 /* Wait for the oldest committed array and lend it to the caller; fills every
  * field of `a`; a->data points into the segment (read-only under NDC_RDONLY).
- * \return 0; -EAGAIN (timeout 0, and the channel empty or its queue lock held
- * for longer than a try waits, 200 us); -ETIMEDOUT; -EINTR;
+ * \return 0; -EAGAIN (timeout 0, and nothing committed yet: a commit still in
+ * progress in another process is not waited for; or a repair under way for
+ * longer than a try waits, 200 us); -ETIMEDOUT; -EINTR;
  * -EPIPE (closed and drained); -EOWNERDEAD (empty and every sender gone);
  * -EBADMSG (the slot's header failed validation: the array is dropped, its
  * slot returned, and the next call goes on with the next array). */
 NDC_API int ndc_acquire(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
-/* Return an acquired slot to the pool (loans may be released in any order;
- * waits only as ndc_commit does).
+/* Return an acquired slot to the pool (loans may be released in any order).
+ * Never waits.
  * \return 0; -EINVAL `a` is not a loan this process holds */
 NDC_API int ndc_release(ndc_chan *ch, struct ndc_array *a);
 
@@ -310,13 +332,80 @@ struct ndc_stat {
     uint32_t closed;
     uint32_t stale;                       /* no handle but the caller's is attached: every
                                              process that used the channel is gone */
-    uint64_t sent, received, bytes_sent;
+    uint64_t sent, received, bytes_sent;  /* commits, arrays taken by receivers, bytes
+                                             committed; on a work queue sent - received is
+                                             what is ready. Broadcast: received and dropped
+                                             sum the attached subscribers' */
     uint64_t slot_bytes;
+    uint32_t broadcast;                   /* NDC_BROADCAST */
+    uint32_t subscribers;                 /* broadcast: subscribed handles attached */
+    uint64_t dropped;                     /* broadcast: arrays subscribers skipped (latest) */
 };
 /* A snapshot, read without locking (never waits on another process; asks
  * the kernel whether each peer is alive: a syscall per attached process).
  * \return 0; -EBADMSG a slot state word is corrupt */
 NDC_API int ndc_stat(const ndc_chan *ch, struct ndc_stat *st);
+
+/* ---- broadcast ---------------------------------------------------------- */
+
+/* A channel created with NDC_BROADCAST is publish/subscribe: every
+ * subscriber gets every array committed after it subscribed, in commit
+ * order, zero copy (all subscribers read the same slot; none may write
+ * it). Publishers use ndc_reserve/ndc_commit/ndc_send as on a work queue,
+ * several at once if they like (one commit order). A handle becomes a
+ * subscriber with ndc_subscribe, NDC_SUBSCRIBE at open, or its first
+ * ndc_acquire/ndc_recv; ndc_free ends it. Subscribers use ndc_acquire/
+ * ndc_release/ndc_recv, each holding at most NDC_MAX_SUB_LOANS loans at
+ * once (-ENOBUFS beyond); several threads of one subscribing handle share
+ * its stream (each array goes to one of them).
+ *
+ * A slot returns to the publisher once no subscriber still needs it. Until
+ * then it keeps its array: opts.history = H lets a subscriber that arrives
+ * late first get the last H arrays (H <= slots - 1).
+ * A slow subscriber, by opts.slow_policy:
+ *   NDC_SLOW_BLOCK   lossless: the publisher waits (reserve blocks) until the
+ *                    slowest subscriber has released the oldest array;
+ *   NDC_SLOW_LATEST  the publisher never waits for a subscriber (only, if
+ *                    every slot is being read at once, for a reader to let
+ *                    go): it reuses the oldest slot nobody is reading. Each
+ *                    ndc_acquire gives the newest array the subscriber has
+ *                    not had; the ones it skipped are counted in its
+ *                    `dropped` (ndc_subscribers).
+ * A latest-value channel (multiprocessing's shared Value/Array): NDC_BROADCAST
+ * with history 1 and NDC_SLOW_LATEST. The writer publishes whenever it
+ * likes and never waits; a reader's ndc_acquire(timeout 0) returns the
+ * newest value it has not seen yet (-EAGAIN: nothing newer since its last
+ * one), and a reader that opens late gets the current value at once:
+ *
+ *     opts.flags = NDC_BROADCAST; opts.history = 1; opts.slow_policy = NDC_SLOW_LATEST;
+ *     writer: ndc_send(ch, &a, NDC_FOREVER);       (never blocks on readers)
+ *     reader: ndc_open(&ch, "pose", NDC_SUBSCRIBE | NDC_RDONLY);
+ *             ndc_acquire(ch, &a, 0) ... ndc_release(ch, &a);
+ *
+ * A subscriber that dies gives back what it held within 100 ms and stops
+ * holding back the publisher. ndc_wait_drained on a broadcast channel waits
+ * until every attached subscriber has had and released every array.
+ * A publisher never gets -EOWNERDEAD for lack of subscribers: with none,
+ * arrays are kept as history and slots reused. */
+
+/* Subscribe this handle (see above): it gets every array committed from
+ * now on, after the last `history` ones. A second call does nothing.
+ * \return 0; -EINVAL NULL or not a broadcast channel. */
+NDC_API int ndc_subscribe(ndc_chan *ch);
+
+struct ndc_sub_stat {
+    int32_t  pid;        /* the subscriber's process, in its own pid namespace */
+    uint32_t loans;      /* arrays it holds now */
+    uint64_t position;   /* the seq of the next array it takes */
+    uint64_t lag;        /* arrays committed that it has not taken yet */
+    uint64_t received;   /* arrays it got */
+    uint64_t dropped;    /* arrays it skipped (NDC_SLOW_LATEST) */
+};
+/* Each attached subscriber of a broadcast channel, up to cap of them into
+ * out (a snapshot; nothing waits or changes).
+ * \return the number of subscribers (more than cap: only cap written);
+ * -EINVAL NULL ch, NULL out with cap > 0, or not a broadcast channel. */
+NDC_API int ndc_subscribers(const ndc_chan *ch, struct ndc_sub_stat *out, uint32_t cap);
 
 /* Wait until every array committed so far (before this call) has been
  * released by its receiver (multiprocessing.JoinableQueue.join()'s

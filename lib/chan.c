@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "bcast.h"
 #include "error.h"
 #include "engine.h"
 #include "lock.h"
@@ -45,6 +46,7 @@ static void bind_handle(ndc_chan *ch, uint32_t open_flags)
     ch->slots = (struct ndc__slot *)(b + g->table_off);
     ch->payload = b + g->payload_off;
     ch->open_flags = open_flags;
+    ch->bcast = !!(g->flags & NDC_BROADCAST);
     ndc__engine_init(ch, ch->ctrl->spin_ns);
     pthread_mutex_init(&ch->stash_lock, NULL);
     ch->nstash = 0;
@@ -72,7 +74,11 @@ static int finish_attach(ndc_chan **out, ndc_chan *ch, uint32_t open_flags)
 {
     bind_handle(ch, open_flags);
     ch->claimed = calloc(ch->seg.g.nslots, sizeof *ch->claimed);
-    int r = ch->claimed ? join(ch) : -ENOMEM;
+    int r = (open_flags & NDC_SUBSCRIBE) && !ch->bcast
+                ? ndc__fail(-EINVAL, "NDC_SUBSCRIBE: not a broadcast channel")
+                : ch->claimed ? join(ch) : -ENOMEM;
+    if (r == 0 && (open_flags & NDC_SUBSCRIBE))
+        ndc__bcast_subscribe(ch);
     if (r) {
         ndc__segment_unmap(&ch->seg);
         close(ch->seg.fd);
@@ -87,8 +93,13 @@ static int finish_attach(ndc_chan **out, ndc_chan *ch, uint32_t open_flags)
 
 static int check_opts(const struct ndc_chan_opts *o)
 {
-    if (o->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES))
-        return ndc__fail(-EINVAL, "unknown flag bits 0x%x", o->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES));
+    const uint32_t known = NDC_POPULATE | NDC_HUGEPAGES | NDC_BROADCAST;
+    if (o->flags & ~known)
+        return ndc__fail(-EINVAL, "unknown flag bits 0x%x", o->flags & ~known);
+    if (!(o->flags & NDC_BROADCAST) && (o->history || o->slow_policy))
+        return ndc__fail(-EINVAL, "opts.history and opts.slow_policy are for NDC_BROADCAST channels");
+    if (o->slow_policy > NDC_SLOW_LATEST)
+        return ndc__fail(-EINVAL, "opts.slow_policy %u unknown", o->slow_policy);
     for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
         if (o->reserved[i])
             return ndc__fail(-EINVAL, "opts.reserved[%zu] must be zero", i);
@@ -108,6 +119,9 @@ int ndc_create(ndc_chan **out, const char *name, const struct ndc_chan_opts *o)
         return r;
     if (!v.slots)
         v.slots = DEFAULT_SLOTS;
+    if (v.history && v.history >= v.slots)
+        return ndc__fail(-EINVAL, "opts.history %u: at most slots - 1 (%u), the publisher needs a slot "
+                         "to write in", v.history, v.slots - 1);
     if (!v.slot_bytes)
         v.slot_bytes = DEFAULT_SLOT_BYTES;
     char path[NDC_NAME_MAX + 2];
@@ -137,7 +151,8 @@ int ndc_create(ndc_chan **out, const char *name, const struct ndc_chan_opts *o)
 
 static int check_open_flags(uint32_t flags)
 {
-    return flags & ~NDC_RDONLY ? ndc__fail(-EINVAL, "unknown open flags 0x%x", flags & ~NDC_RDONLY) : 0;
+    const uint32_t known = NDC_RDONLY | NDC_SUBSCRIBE;
+    return flags & ~known ? ndc__fail(-EINVAL, "unknown open flags 0x%x", flags & ~known) : 0;
 }
 
 /* Attach to the segment open as fd (the caller's); path: its name's file. */
@@ -379,6 +394,8 @@ static int slot_of(const ndc_chan *ch, const void *data, uint32_t *slot)
 /* Whether this process holds slot in state st. */
 static int holds(const ndc_chan *ch, uint32_t slot, uint32_t st)
 {
+    if (ch->bcast && st == NDC__LOANED)
+        return ndc__bcast_holds(ch, slot);
     return atomic_load_explicit(&ch->slots[slot].state, memory_order_relaxed) == NDC__WORD(st, ch->me);
 }
 
@@ -730,7 +747,8 @@ int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns)
         int closed = !!(atomic_load(&c->sem[NDC__SIDE_READY].count) & NDC__CLOSED);
         if (flags & NDC_DRAIN_CLOSED)
             upto = closed ? UINT64_MAX : commits(ch);
-        if (drained(ch, upto) && (!(flags & NDC_DRAIN_CLOSED) || closed))
+        if ((ch->bcast ? ndc__bcast_drained(ch, upto) : drained(ch, upto)) &&
+            (!(flags & NDC_DRAIN_CLOSED) || closed))
             return 0;
         int64_t left = ndc__deadline_left(&dl);
         if (left == 0)
@@ -746,6 +764,46 @@ int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns)
     }
 }
 
+int ndc_subscribe(ndc_chan *ch)
+{
+    if (!ch)
+        return ndc__fail(-EINVAL, "NULL channel");
+    if (!ch->bcast)
+        return ndc__fail(-EINVAL, "not a broadcast channel");
+    int r = ndc__ensure_joined(ch);
+    if (r == 0)
+        ndc__bcast_subscribe(ch);
+    return r;
+}
+
+int ndc_subscribers(const ndc_chan *ch, struct ndc_sub_stat *out, uint32_t cap)
+{
+    if (!ch || (cap && !out))
+        return ndc__fail(-EINVAL, "NULL channel or output");
+    if (!ch->bcast)
+        return ndc__fail(-EINVAL, "not a broadcast channel");
+    uint64_t sent = commits(ch);
+    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire), k = 0;
+    for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
+        const struct ndc__peer *p = &ch->peers[i];
+        if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
+            atomic_load_explicit(&p->subscribed, memory_order_acquire) != 1 || !ndc__peer_alive(ch, i))
+            continue;
+        if (k < cap) {
+            struct ndc_sub_stat s = {.pid = p->pid};
+            s.position = atomic_load_explicit(&p->cursor, memory_order_relaxed);
+            s.lag = sent > s.position ? sent - s.position : 0;
+            s.dropped = atomic_load_explicit(&p->dropped, memory_order_relaxed);
+            s.received = atomic_load_explicit(&p->taken, memory_order_relaxed);
+            for (int h = 0; h < NDC__SUB_LOANS; h++)
+                s.loans += atomic_load_explicit(&p->held[h], memory_order_relaxed) != 0;
+            out[k] = s;
+        }
+        k++;
+    }
+    return (int)k;
+}
+
 int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
 {
     if (!ch || !st)
@@ -756,7 +814,7 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
         uint64_t w = atomic_load_explicit(&ch->slots[i].state, memory_order_relaxed);
         switch (NDC__STATE(w)) {
         case NDC__FREE:     s.free++; break;
-        case NDC__READY:    s.ready++; break;
+        case NDC__READY:    if (NDC__READERS(w)) s.loaned++; else s.ready++; break;
         case NDC__RESERVED:
         case NDC__COMMITTING:
         case NDC__LOANED:   s.loaned++; break;
@@ -778,6 +836,19 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
     s.stale = others == 0;
     s.sent = commits(ch);
     s.received = atomic_load_explicit(&c->head, memory_order_relaxed);
+    if (ch->bcast) {
+        s.broadcast = 1;
+        s.received = 0;
+        for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
+            const struct ndc__peer *p = &ch->peers[i];
+            if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
+                atomic_load_explicit(&p->subscribed, memory_order_relaxed) != 1 || !ndc__peer_alive(ch, i))
+                continue;
+            s.subscribers++;
+            s.received += atomic_load_explicit(&p->taken, memory_order_relaxed);
+            s.dropped += atomic_load_explicit(&p->dropped, memory_order_relaxed);
+        }
+    }
     s.bytes_sent = atomic_load_explicit(&c->bytes_sent, memory_order_relaxed);
     *st = s;
     return 0;

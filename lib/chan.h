@@ -46,6 +46,9 @@ struct ndc_chan {
     _Atomic uint32_t roles;      /* NDC__PEER_SENT/RECEIVED already published */
     _Atomic int joining;
     _Atomic uint32_t cursor;     /* where the next reserve looks for a FREE slot first */
+    int bcast;                   /* NDC_BROADCAST */
+    _Atomic uint64_t history_end;/* broadcast: positions before this were history when this
+                                    handle subscribed: skipping them is no loss */
     /* Waiting policy (engine.c). */
     int64_t spin_budget;         /* ns; 0: never spin */
     _Atomic int64_t spin_now[2]; /* adapted budget per semaphore */

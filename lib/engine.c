@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "bcast.h"
 #include "engine.h"
 #include "error.h"
 #include "peer.h"
@@ -99,10 +100,21 @@ static void post(ndc_chan *ch, int side)
     if (side == NDC__SIDE_READY)
         atomic_fetch_add_explicit(event_word(ch, side), NDC__EVENT, memory_order_release);
     atomic_store_explicit(&ch->ctrl->post_ns[side], ndc__now_ns(), memory_order_relaxed);
-    ndc__futex_wake(event_word(ch, side), 1);
+    /* a broadcast array is for every subscriber */
+    ndc__futex_wake(event_word(ch, side), side == NDC__SIDE_READY && ch->bcast ? INT32_MAX : 1);
 }
 
 /* ---- waiting ---------------------------------------------------------------------- */
+
+static int has_ready(const ndc_chan *ch)
+{
+    return ch->bcast ? ndc__bcast_has_ready(ch) : ndc__queue_has_ready(ch);
+}
+
+static int ended(const ndc_chan *ch)
+{
+    return ch->bcast ? ndc__bcast_ended(ch) : ndc__queue_ended(ch);
+}
 
 /* Whether a try on side could succeed now, or the stream ended there
  * (acquire loads: what the try then reads was published before). */
@@ -110,7 +122,7 @@ static int available(ndc_chan *ch, int side, uint32_t ev_seen)
 {
     /* The end of stream changes the event word, so the tail (the senders'
      * line: reading it would slow their next commit) is left alone. */
-    return (side == NDC__SIDE_READY && ndc__queue_has_ready(ch)) ||
+    return (side == NDC__SIDE_READY && has_ready(ch)) ||
            atomic_load_explicit(event_word(ch, side), memory_order_acquire) != ev_seen;
 }
 
@@ -144,7 +156,7 @@ static int sleep_once(ndc_chan *ch, int side, uint32_t ev_seen, int64_t ns)
     uint32_t v = atomic_load_explicit(event_word(ch, side), memory_order_acquire);
     /* The READY side's word changes only for sleepers: the ring itself is
      * looked at again, now that posters see us. */
-    if (v == ev_seen && !(side == NDC__SIDE_READY && (ndc__queue_has_ready(ch) || ndc__queue_ended(ch))))
+    if (v == ev_seen && !(side == NDC__SIDE_READY && (has_ready(ch) || ended(ch))))
         r = ndc__futex_wait(event_word(ch, side), v, ns);
     atomic_fetch_sub_explicit(&me->sleeping[side], 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&c->sleepers[side], 1, memory_order_relaxed);
@@ -167,7 +179,8 @@ static void adapt_spin(ndc_chan *ch, int side, int64_t gave_up_at)
 static int would_take_now(ndc_chan *ch, int side)
 {
     if (side == NDC__SIDE_READY)
-        return ndc__queue_has_ready(ch) || ndc__queue_ended(ch);
+        return has_ready(ch) || ended(ch);
+    /* (a broadcast publisher may also find a READY slot to reuse: its try tells) */
     return (atomic_load_explicit(event_word(ch, side), memory_order_acquire) & NDC__CLOSED) ||
            ndc__queue_has_free(ch);
 }
@@ -177,6 +190,12 @@ static int would_take_now(ndc_chan *ch, int side)
  * slot) that the repair lists, and that must be delivered first. */
 static int gone_for_good(ndc_chan *ch, int side, struct ndc__deadline *dl)
 {
+    /* a broadcast publisher needs no subscriber: with none, it reuses slots */
+    if (ch->bcast && side == NDC__SIDE_FREE) {
+        if (ndc__peer_other_side_gone(ch, side))
+            ndc__peer_sweep(ch, dl);
+        return 0;
+    }
     if (!ndc__peer_other_side_gone(ch, side))
         return 0;
     ndc__peer_sweep(ch, dl);
@@ -217,11 +236,11 @@ static int try_take(ndc_chan *ch, int side, uint32_t ev_seen, uint32_t *slot)
     if (side == NDC__SIDE_FREE) {
         if (atomic_load_explicit(&ch->ctrl->closed, memory_order_relaxed))
             return -EPIPE;
-        return ndc__queue_try_reserve(ch, slot);
+        return ch->bcast ? ndc__bcast_try_reserve(ch, slot) : ndc__queue_try_reserve(ch, slot);
     }
-    int r = ndc__queue_try_take(ch, slot);
+    int r = ch->bcast ? ndc__bcast_try_take(ch, slot) : ndc__queue_try_take(ch, slot);
     /* ndc_close marks the tail before the event word */
-    return r == -EAGAIN && (ev_seen & NDC__CLOSED) && ndc__queue_ended(ch) ? -EPIPE : r;
+    return r == -EAGAIN && (ev_seen & NDC__CLOSED) && ended(ch) ? -EPIPE : r;
 }
 
 int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
@@ -294,7 +313,17 @@ int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
 
 int ndc__give_free(ndc_chan *ch, uint32_t slot, uint32_t held)
 {
-    if (ndc__queue_free(ch, slot, NDC__WORD(held, ch->me)))
+    int r;
+    if (ch->bcast && held == NDC__LOANED) {
+        struct ndc__deadline forever;
+        ndc__deadline_init(&forever, NDC_FOREVER);
+        while ((r = ndc__bcast_release(ch, slot)) == -EBUSY)
+            if ((r = ndc__peer_repair(ch, &forever, 0)))
+                return r;
+    } else {
+        r = ndc__queue_free(ch, slot, NDC__WORD(held, ch->me));
+    }
+    if (r)
         return ndc__fail(-EINVAL, "slot %u is not %s by this process", slot,
                          held == NDC__RESERVED ? "reserved" : "on loan");
     post(ch, NDC__SIDE_FREE);

@@ -26,6 +26,7 @@
 
 #include "error.h"
 #include "lock.h"
+#include "bcast.h"
 #include "peer.h"
 #include "queue.h"
 
@@ -110,6 +111,8 @@ static uint32_t retire(ndc_chan *ch, uint32_t i, int keep)
     struct ndc__ctrl *c = ch->ctrl;
     struct ndc__peer *p = &ch->peers[i];
     uint32_t back = ndc__queue_reclaim(ch, i);
+    if (ch->bcast)
+        ndc__bcast_retire(ch, i);
     ndc__queue_forget(ch, i);
     uint32_t flags = atomic_load_explicit(&p->flags, memory_order_relaxed);
     if (flags & NDC__PEER_SENT)

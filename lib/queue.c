@@ -43,27 +43,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "bcast.h"
 #include "error.h"
 #include "queue.h"
 
 #define FREE_WORD NDC__WORD(NDC__FREE, 0)
 
-/* ---- steps and the gate ----------------------------------------------------- */
-
-static int step_enter(ndc_chan *ch)
-{
-    _Atomic uint32_t *busy = &ch->peers[ch->me].busy;
-    atomic_fetch_add_explicit(busy, 1, memory_order_seq_cst);                 /* (S1) */
-    if (__builtin_expect(atomic_load_explicit(&ch->ctrl->gate, memory_order_seq_cst) == 0, 1))
-        return 0;
-    atomic_fetch_sub_explicit(busy, 1, memory_order_release);
-    return -EBUSY;
-}
-
-static void step_leave(ndc_chan *ch)
-{
-    atomic_fetch_sub_explicit(&ch->peers[ch->me].busy, 1, memory_order_release);   /* (S2) */
-}
+#define step_enter ndc__step_enter
+#define step_leave ndc__step_leave
 
 /* ---- free slots ------------------------------------------------------------- */
 
@@ -144,7 +131,10 @@ int ndc__queue_try_commit(ndc_chan *ch, uint32_t slot)
         }
         struct ndc__cell *cell = &ch->cells[t % n];
         uint64_t cs = atomic_load_explicit(&cell->seq, memory_order_acquire);   /* (C1) */
-        if (cs == t) {
+        /* A broadcast channel's cells are never emptied by a receiver: the
+         * array at t - n was passed by every subscriber (its slot came free),
+         * or is skipped (latest policy); subscribers check each slot's seq. */
+        if (cs == t || (ch->bcast && cs < t)) {
             if (!atomic_compare_exchange_weak_explicit(&c->tail, &t, t + 1, memory_order_relaxed,
                                                        memory_order_relaxed))
                 continue;   /* another sender claimed t (or the channel closed): t is reloaded */
@@ -152,7 +142,8 @@ int ndc__queue_try_commit(ndc_chan *ch, uint32_t slot)
              * before it loses the array, after it lists it on repair); the
              * cell store publishes it. */
             s->seq = t;
-            atomic_store_explicit(&s->state, NDC__WORD(NDC__READY, 0), memory_order_relaxed);
+            atomic_store_explicit(&s->state, NDC__WORD(NDC__READY, 0) | (ch->bcast ? NDC__SEQBITS(t) : 0),
+                                  memory_order_relaxed);
             atomic_store_explicit(&cell->slot, slot, memory_order_relaxed);
             atomic_store_explicit(&cell->seq, t + 1, memory_order_release);    /* (C2) */
             step_leave(ch);
@@ -380,7 +371,9 @@ int ndc__queue_repair(ndc_chan *ch, struct ndc__deadline *dl, ndc__alive_fn aliv
     _Atomic uint32_t *gate = &ch->ctrl->gate;
     atomic_store_explicit(gate, 1, memory_order_seq_cst);                         /* (G1) */
     int r = drain_steps(ch, dl, alive);
-    if (r == 0)
+    if (r == 0 && ch->bcast)
+        ndc__bcast_rebuild(ch, alive);
+    else if (r == 0)
         rebuild(ch, alive);
     /* release: steps that see the gate open see the rebuilt ring */
     atomic_store_explicit(gate, 0, memory_order_release);

@@ -36,6 +36,23 @@ int ndc__queue_has_free(const ndc_chan *ch);
  * which is gone, to FREE. \return how many. */
 uint32_t ndc__queue_reclaim(ndc_chan *ch, uint32_t who);
 
+/* A step: what a peer does to the shared hand-off structures between
+ * these two calls is repaired if it dies in between (queue.c, S1 and S2).
+ * \return 0; -EBUSY a repair is under way (the step did not start). */
+static inline int ndc__step_enter(ndc_chan *ch)
+{
+    _Atomic uint32_t *busy = &ch->peers[ch->me].busy;
+    atomic_fetch_add_explicit(busy, 1, memory_order_seq_cst);                 /* (S1) */
+    if (__builtin_expect(atomic_load_explicit(&ch->ctrl->gate, memory_order_seq_cst) == 0, 1))
+        return 0;
+    atomic_fetch_sub_explicit(busy, 1, memory_order_release);
+    return -EBUSY;
+}
+static inline void ndc__step_leave(ndc_chan *ch)
+{
+    atomic_fetch_sub_explicit(&ch->peers[ch->me].busy, 1, memory_order_release);   /* (S2) */
+}
+
 /* Whether a peer's process still runs (the liveness lock). */
 typedef int (*ndc__alive_fn)(const ndc_chan *ch, uint32_t peer);
 /* Repair, with the repair lock held: close the gate to ring steps, wait

@@ -54,7 +54,7 @@ int ndc__ctrl_validate(const struct ndc__ctrl *c, uint64_t file_size, struct ndc
     if (c->layout != NDC__LAYOUT)
         return ndc__fail(-EPROTO, "segment layout version %u, this library reads %u", c->layout,
                          NDC__LAYOUT);
-    if (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES))
+    if (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES | NDC_BROADCAST))
         return ndc__fail(-EBADMSG, "segment flags 0x%x unknown", c->flags);
     struct ndc__geometry g;
     if (ndc__geometry(&g, c->nslots, c->slot_bytes, c->flags))
@@ -67,6 +67,12 @@ int ndc__ctrl_validate(const struct ndc__ctrl *c, uint64_t file_size, struct ndc
     if (c->numa_policy > NDC_NUMA_NEAR_RECEIVER)
         return ndc__fail(-EBADMSG, "segment NUMA policy %u unknown", c->numa_policy);
     g.numa_policy = c->numa_policy;
+    if ((c->flags & NDC_BROADCAST) ? c->history >= c->nslots || c->slow_policy > NDC_SLOW_LATEST
+                                   : c->history || c->slow_policy)
+        return ndc__fail(-EBADMSG, "segment broadcast settings out of range (history %u, policy %u)",
+                         c->history, c->slow_policy);
+    g.history = c->history;
+    g.slow_policy = c->slow_policy;
     if (g.total_size > file_size)
         return ndc__fail(-EBADMSG, "segment claims %llu bytes, the file has %llu",
                          (unsigned long long)g.total_size, (unsigned long long)file_size);
@@ -196,6 +202,8 @@ static void init_ctrl(unsigned char *base, const struct ndc__geometry *g, const 
     c->numa_policy = o->numa_policy;
     c->numa_node = o->numa_node;
     c->numa_nodeset = o->numa_nodeset;
+    c->history = o->history;
+    c->slow_policy = o->slow_policy;
     /* Every slot free, the ring empty: cell i waits for the commit at
      * position i. */
     struct ndc__slot *slots = (struct ndc__slot *)(base + g->table_off);
@@ -290,6 +298,8 @@ int ndc__segment_create(struct ndc__segment *s, const char *name, const struct n
     if (r)
         return r;
     g.numa_policy = o->numa_policy;
+    g.history = o->history;
+    g.slow_policy = o->slow_policy;
     int fd = -1, thp = 0, huge = 0;
     if (o->flags & NDC_HUGEPAGES) {
         r = huge_fd(name, g.total_size, o->numa_policy != NDC_NUMA_FIRST_TOUCH, &fd, &thp);

@@ -6,7 +6,7 @@
  *   0            struct ndc__ctrl      geometry, waiters, 2 event words, the
  *                                      repair lock, the ready ring's tail and head
  *   cells_off    struct ndc__cell[nslots]          the ready ring, one line a cell
- *   peers_off    struct ndc__peer[max_peers]       two lines each
+ *   peers_off    struct ndc__peer[max_peers]       four lines each
  *   table_off    struct ndc__slot[nslots]          one header per slot
  *   payload_off  nslots x slot_stride  payloads, page (or huge page) aligned
  *
@@ -46,6 +46,9 @@ enum { NDC__FREE = 1, NDC__RESERVED, NDC__READY, NDC__LOANED, NDC__COMMITTING };
 #define NDC__STATE(w)       ((uint32_t)((w) & 0xff))
 #define NDC__OWNER(w)       ((uint32_t)(((w) >> 8) & 0xffff))
 #define NDC__WORD(st, own)  ((uint64_t)(st) | ((uint64_t)(own) << 8))
+/* A broadcast channel's READY slot also counts the subscribers reading it. */
+#define NDC__READER         (1ull << 24)
+#define NDC__READERS(w)     ((uint32_t)(((w) >> 24) & 0xffff))
 
 /* The two sides waiters wait on: [NDC__SIDE_FREE] a free slot (senders),
  * [NDC__SIDE_READY] a committed array (receivers). Each has an event word
@@ -86,6 +89,7 @@ _Static_assert(offsetof(struct ndc__slot, shape) == 40, "shape[0..2] share line 
 #define NDC__PEER_RECEIVED 4u
 enum { NDC__PEER_UNUSED = 0, NDC__PEER_LIVE, NDC__PEER_GONE };
 
+#define NDC__SUB_LOANS 32          /* loans a broadcast subscriber may hold at once */
 struct ndc__peer {                 /* written by its own process */
     _Atomic uint32_t state;        /* NDC__PEER_*: UNUSED -> LIVE by a joiner holding the entry's
                                       liveness byte; LIVE -> GONE by its owner; to UNUSED only
@@ -102,8 +106,17 @@ struct ndc__peer {                 /* written by its own process */
                                       waits for these to finish, and repairs after a dead
                                       peer's */
     uint8_t  pad1[60];
+    /* Lines 2-3: a broadcast subscriber's record (bcast.c), written by its
+     * own process, read by publishers looking for slots to reuse. */
+    _Atomic uint64_t cursor;       /* the next position (seq) it takes */
+    _Atomic uint64_t dropped;      /* arrays it never got (latest policy) */
+    _Atomic uint64_t taken;        /* arrays it got */
+    _Atomic uint32_t subscribed;   /* 1 from ndc_subscribe on */
+    uint8_t  pad2[36];
+    _Atomic uint16_t held[NDC__SUB_LOANS];   /* slot + 1 of each loan it holds, 0 unused: the
+                                                truth a repair counts readers from */
 };
-_Static_assert(sizeof(struct ndc__peer) == 2 * NDC__LINE, "one peer per two cache lines");
+_Static_assert(sizeof(struct ndc__peer) == 4 * NDC__LINE, "a peer is four cache lines");
 
 struct ndc__ctrl {
     /* Lines 0-1: geometry, written once by the creator; magic last (release). */
@@ -124,7 +137,9 @@ struct ndc__ctrl {
     _Atomic uint32_t gate;
     _Atomic uint32_t closed;   /* ndc_close was called: read by every reserve, so it lives
                                   here, apart from the words every post writes */
-    uint8_t  pad0[24];
+    uint32_t history;          /* NDC_BROADCAST: arrays kept for late subscribers */
+    uint32_t slow_policy;      /* NDC_BROADCAST: enum ndc_slow_policy */
+    uint8_t  pad0[16];
     /* Line 2: waiters, written on the slow path only. */
     _Atomic uint32_t sleepers[2];      /* threads asleep on each semaphore */
     _Atomic uint32_t gone_senders;     /* departed peers that had sent */
@@ -180,6 +195,7 @@ _Static_assert(sizeof(struct ndc__cell) == NDC__LINE, "one cell per line");
 struct ndc__geometry {
     uint32_t nslots, max_peers, flags;
     uint32_t numa_policy;      /* validated at attach; the segment's field is never re-read */
+    uint32_t history, slow_policy;   /* NDC_BROADCAST; likewise */
     uint64_t slot_bytes, slot_stride, align;
     uint64_t peers_off, table_off, payload_off, total_size;
 };

@@ -342,7 +342,7 @@ static void loan_dealloc(LoanObject *self)
     ChanObject *chan = self->chan;
     if (chan) {
         if (self->state == LOAN_HELD && self->pid == getpid() && chan->ch) {
-            /* The queue lock only (nanoseconds); no peer is waited for. An
+            /* Neither waits for a peer. An
              * error here (the process forked after the loan) leaves nothing to do. */
             if (self->writable)
                 ndc_cancel(chan->ch, &self->a);
