@@ -183,7 +183,9 @@ enum ndc_slow_policy {
  * o == NULL means all defaults.
  * \return 0, *ch set
  * \return -EINVAL    bad name, unknown flag bit, nonzero reserved field, mode
- *                    bits beyond 0777, or a size above the limits
+ *                    bits beyond 0777, a size above the limits, history or
+ *                    slow_policy without NDC_BROADCAST, history >= slots, or an
+ *                    unknown slow_policy
  * \return -EEXIST    a shm object of that name exists (ndc_last_error() names it)
  * \return -ENOSPC    the shm filesystem cannot hold the control block (or,
  *                    with NDC_POPULATE, the whole channel); ndc_last_error()
@@ -198,12 +200,14 @@ enum ndc_slow_policy {
  *                    no write permission on /dev/shm) */
 NDC_API int ndc_create(ndc_chan **ch, const char *name, const struct ndc_chan_opts *o);
 
-/* Attach to a named channel. flags: 0 or NDC_RDONLY (receive only: the
+/* Attach to a named channel. flags: 0, NDC_RDONLY (receive only: the
  * payload is mapped read-only and sending is -EPERM; the file must still be
- * readable and writable, see opts.mode). A channel being created is
+ * readable and writable, see opts.mode), NDC_SUBSCRIBE (a broadcast
+ * channel's subscriber from now on: see ndc_subscribe), or both. A channel being created is
  * invisible until it is complete (-ENOENT), never half-built.
  * \return 0, *ch set
- * \return -EINVAL  unknown flags (checked first), a bad name, NULL ch
+ * \return -EINVAL  unknown flags (checked first), a bad name, NULL ch,
+ *                  NDC_SUBSCRIBE on a channel that is not a broadcast one
  * \return -ENOENT  no such channel (yet: ndc_open_wait waits for one)
  * \return -EACCES  the file's mode does not let this user read and write it
  * \return -EPROTO  not an ndchan channel of this layout version (another
@@ -289,6 +293,7 @@ NDC_API int ndc_cancel(ndc_chan *ch, struct ndc_array *a);
  * progress in another process is not waited for; or a repair under way for
  * longer than a try waits, 200 us); -ETIMEDOUT; -EINTR;
  * -EPIPE (closed and drained); -EOWNERDEAD (empty and every sender gone);
+ * -ENOBUFS (broadcast: this subscriber holds NDC_MAX_SUB_LOANS loans already);
  * -EBADMSG (the slot's header failed validation: the array is dropped, its
  * slot returned, and the next call goes on with the next array). */
 NDC_API int ndc_acquire(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns);
