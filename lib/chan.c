@@ -51,7 +51,7 @@ static void bind_handle(ndc_chan *ch, uint32_t open_flags)
     pthread_mutex_init(&ch->stash_lock, NULL);
     ch->nstash = 0;
     atomic_init(&ch->stash_count, 0);
-    ch->fork_gen = atomic_load(&ndc__fork_gen);
+    ch->fork_gen = atomic_load_explicit(&ndc__fork_gen, memory_order_relaxed);
 }
 
 /* Open this process's liveness description and enter the peer table. */
@@ -308,7 +308,7 @@ void ndc_free(ndc_chan *ch)
     /* A handle inherited across fork and never used here has no entry of
      * this process to leave; the parent's stays the parent's. The
      * liveness lock goes last: until then the entry is ours. */
-    if (ch->fork_gen == atomic_load(&ndc__fork_gen))
+    if (ch->fork_gen == atomic_load_explicit(&ndc__fork_gen, memory_order_relaxed))
         ndc__peer_leave(ch);
     ndc__live_close(&ch->live);
     ndc__segment_unmap(&ch->seg);
@@ -324,9 +324,12 @@ int ndc__rejoin_slow(ndc_chan *ch)
      * generation's mark was left by a thread of the process this one was
      * forked from (fork() in the middle of its rejoin): that thread is not
      * here to clear it, so it is taken, not waited for. */
-    unsigned gen = atomic_load(&ndc__fork_gen);
+    unsigned gen = atomic_load_explicit(&ndc__fork_gen, memory_order_relaxed);
     int mine = (int)(gen + 1), expect = 0;
-    while (!atomic_compare_exchange_weak(&ch->joining, &expect, mine)) {
+    /* acquire/release: a thread that gets the mark sees what the last
+     * rejoin wrote (fork_gen, the live description) */
+    while (!atomic_compare_exchange_weak_explicit(&ch->joining, &expect, mine, memory_order_acquire,
+                                                  memory_order_relaxed)) {
         if (expect != 0 && expect != mine)
             continue;   /* stale: the next CAS replaces it */
         expect = 0;
@@ -338,17 +341,17 @@ int ndc__rejoin_slow(ndc_chan *ch)
          * held the stash lock at fork(): start both afresh */
         pthread_mutex_init(&ch->stash_lock, NULL);
         ch->nstash = 0;
-        atomic_store(&ch->stash_count, 0);
+        atomic_store_explicit(&ch->stash_count, 0, memory_order_relaxed);
         /* likewise the parent's threads counted in the lock: none of them
          * is here, and a count of them would make a lock word naming this
          * process look held by a sibling forever (holder_alive, peer.c) */
-        atomic_store(&ch->in_lock, 0);
+        atomic_store_explicit(&ch->in_lock, 0, memory_order_relaxed);
         ndc__live_close(&ch->live);   /* closed at fork already; unregistered */
         r = join(ch);
         if (r == 0)
             ch->fork_gen = gen;
     }
-    atomic_store(&ch->joining, 0);
+    atomic_store_explicit(&ch->joining, 0, memory_order_release);
     return r;
 }
 
@@ -546,10 +549,11 @@ static void place_near_receiver(ndc_chan *ch)
 {
     uint32_t zero = 0;
     if (ch->seg.g.numa_policy != NDC_NUMA_NEAR_RECEIVER ||
-        !atomic_compare_exchange_strong(&ch->ctrl->numa_resolved, &zero, 1))
+        !atomic_compare_exchange_strong_explicit(&ch->ctrl->numa_resolved, &zero, 1, memory_order_relaxed,
+                                                 memory_order_relaxed))
         return;
     if (ndc__numa_bind_here(ch->payload, (size_t)(ch->seg.g.total_size - ch->seg.g.payload_off)))
-        atomic_store(&ch->ctrl->numa_resolved, 0);
+        atomic_store_explicit(&ch->ctrl->numa_resolved, 0, memory_order_relaxed);
 }
 
 static void first_receive(ndc_chan *ch)
@@ -568,7 +572,7 @@ static void stash_put(ndc_chan *ch, uint32_t slot)
     pthread_mutex_lock(&ch->stash_lock);
     if (ch->nstash < ch->seg.g.nslots)
         ch->stash[ch->nstash++] = (uint16_t)slot;
-    atomic_store(&ch->stash_count, ch->nstash);
+    atomic_store_explicit(&ch->stash_count, ch->nstash, memory_order_relaxed);   /* under stash_lock */
     pthread_mutex_unlock(&ch->stash_lock);
 }
 
@@ -582,7 +586,7 @@ static int stash_take(ndc_chan *ch, uint32_t *slot)
         *slot = ch->stash[0];
         memmove(ch->stash, ch->stash + 1, sizeof ch->stash[0] * --ch->nstash);
     }
-    atomic_store(&ch->stash_count, ch->nstash);
+    atomic_store_explicit(&ch->stash_count, ch->nstash, memory_order_relaxed);   /* under stash_lock */
     pthread_mutex_unlock(&ch->stash_lock);
     return got;
 }
@@ -744,7 +748,7 @@ int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns)
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, timeout_ns);
     for (int64_t polls = 0;; polls++) {
-        int closed = !!(atomic_load(&c->sem[NDC__SIDE_READY].count) & NDC__CLOSED);
+        int closed = !!(atomic_load_explicit(&c->sem[NDC__SIDE_READY].count, memory_order_acquire) & NDC__CLOSED);
         if (flags & NDC_DRAIN_CLOSED)
             upto = closed ? UINT64_MAX : commits(ch);
         if ((ch->bcast ? ndc__bcast_drained(ch, upto) : drained(ch, upto)) &&

@@ -31,7 +31,7 @@ static void after_fork_child(void)
         l->next = l->prev = NULL;   /* unregistered: the child registers anew at rejoin */
     }
     registry.next = registry.prev = &registry;
-    atomic_fetch_add(&ndc__fork_gen, 1);
+    atomic_fetch_add_explicit(&ndc__fork_gen, 1, memory_order_relaxed);   /* the child is one thread */
     pthread_mutex_init(&registry_lock, NULL);
 }
 

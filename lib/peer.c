@@ -265,7 +265,8 @@ void ndc__peer_leave(ndc_chan *ch)
         return;
     struct ndc__peer *p = &ch->peers[ch->me];
     uint32_t live = NDC__PEER_LIVE;
-    if (!atomic_compare_exchange_strong(&p->state, &live, NDC__PEER_GONE))
+    if (!atomic_compare_exchange_strong_explicit(&p->state, &live, NDC__PEER_GONE, memory_order_acq_rel,
+                                                 memory_order_relaxed))
         return;   /* not ours any more (a scribbled entry, retired) */
     if (ndc__trylock(&ch->ctrl->lock, ch->me, &ch->in_lock) != 0)
         return;   /* someone else's sweep will finish it */
