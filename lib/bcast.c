@@ -108,6 +108,28 @@ static int oldest_unread(const ndc_chan *ch, uint64_t below, uint32_t *slot, uin
     return best != UINT64_MAX;
 }
 
+/* Free every READY slot below `horizon` that nobody reads, at once: the
+ * next reserves then find them FREE, and the look at every subscriber's
+ * cursor is paid once for all of them. */
+static void free_below(ndc_chan *ch, uint64_t horizon)
+{
+    int any = 0;
+    for (uint32_t i = 0; i < ch->seg.g.nslots; i++) {
+        _Atomic uint64_t *st = &ch->slots[i].state;
+        uint64_t w = atomic_load_explicit(st, memory_order_relaxed);
+        if (NDC__STATE(w) != NDC__READY || NDC__READERS(w) != 0)
+            continue;
+        uint64_t seq = ch->slots[i].seq;
+        /* release: pairs with the acquire CAS of the reserve that takes it */
+        if (seq < horizon && NDC__SEQBITS(seq) == (w & SEQMASK) &&
+            atomic_compare_exchange_strong_explicit(st, &w, NDC__WORD(NDC__FREE, 0), memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            any = 1;
+    }
+    if (any)
+        atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
+}
+
 int ndc__bcast_try_reserve(ndc_chan *ch, uint32_t *slot)
 {
     if (ndc__queue_try_reserve(ch, slot) == 0)
@@ -121,6 +143,9 @@ int ndc__bcast_try_reserve(ndc_chan *ch, uint32_t *slot)
             if (low < horizon)
                 horizon = low;
         }
+        free_below(ch, horizon);
+        if (ndc__queue_try_reserve(ch, slot) == 0)
+            return 0;
         uint64_t w = 0;
         uint32_t s = 0;
         /* under the latest policy, the newest array stays for whoever asks */
