@@ -122,6 +122,8 @@ struct cell {
     double   rep_time;            /* seconds per repetition (aimed at) */
     int      warmup;              /* minimum warm-up messages; 0 = auto */
     double   timeout;             /* seconds before the cell is killed */
+    uint32_t slots;               /* ndchan slots per channel; 0: the library's default for
+                                     round trips, 4 (2 above 64 MiB) for throughput */
 };
 
 /* The page both workers share with the orchestrator. */
@@ -157,6 +159,7 @@ struct result {
     double   cpu_s_per_gib;       /* both processes */
     double   peak_mib[2];         /* max RSS of each process */
     int      from_python;
+    uint32_t slots;               /* ndchan rows: slots per channel; 0 for the others */
 };
 
 extern int64_t bench_spin_ns;   /* --spin-ns, for ndchan's channels */

@@ -327,15 +327,16 @@ static double mem_available(void)
 static double copies_needed(const struct cell *c)
 {
     const char *n = c->name;
-    double slots = c->bytes > 64 * MiB ? 2 : 4, k;
+    /* ndchan's round trips use the library's default, 4 slots */
+    double slots = c->slots ? c->slots : c->mode == M_LAT ? 4 : c->bytes > 64 * MiB ? 2 : 4, k;
     if (c->mode == M_MEMCPY)
         return 2;
     if (c->mode != M_TPUT && c->mode != M_LAT)
         return 0;
     if (!strcmp(n, "ndchan-loan"))
-        k = c->mode == M_LAT ? 2 : slots;
+        k = slots;
     else if (!strcmp(n, "ndchan-copy"))
-        k = (c->mode == M_LAT ? 2 : slots) + 2;
+        k = slots + 2;
     else if (!strcmp(n, "pipe-serial"))
         k = 4;
     else if (!strcmp(n, "zeromq"))
@@ -893,7 +894,7 @@ static void write_files(void)
     }
     fprintf(f, "kind,transport,variant,bytes,cpu_a,cpu_b,ok,reps,msgs,gbps_med,gbps_min,gbps_max,"
                "p50_us,p50_min_us,p50_max_us,p99_us,p999_us,min_us,samples,cpu_s_per_gib,"
-               "peak_mib_a,peak_mib_b,vs_ceiling,vs_ndchan_loan,source,error\n");
+               "peak_mib_a,peak_mib_b,vs_ceiling,vs_ndchan_loan,slots,source,error\n");
     for (int i = 0; i < nR; i++) {
         const struct result *r = &R[i];
         int tp = !strcmp(r->kind, "throughput"), ok = r->ok == 1;
@@ -914,6 +915,7 @@ static void write_files(void)
         csv_num(f, ok ? r->peak_mib[1] : NAN);
         csv_num(f, vs_ceiling(r));
         csv_num(f, vs_loan(r));
+        csv_num(f, r->slots ? (double)r->slots : NAN);
         char err[ERR_LEN];
         snprintf(err, sizeof err, "%s", r->err);
         for (char *p = err; *p; p++)
@@ -954,6 +956,8 @@ static void write_files(void)
                    "\"cpus\": [%d, %d], \"ok\": %d, \"source\": \"%s\", \"reps\": %d, \"msgs_per_rep\": %llu, ",
                 r->kind, r->transport, r->variant, (unsigned long long)r->bytes, r->cpu[0], r->cpu[1], r->ok,
                 r->from_python ? "python" : "c", r->nreps, (unsigned long long)r->msgs);
+        if (r->slots)
+            fprintf(f, "\"slots\": %u, ", r->slots);
         if (ok && tp) {
             json_num(f, "gbps_med", r->gbps_med, 0);
             json_num(f, "gbps_min", r->gbps_min, 0);
@@ -1064,7 +1068,11 @@ int main(int argc, char **argv)
            "float64 arrays; every array's sample checked by the receiver\n",
            opt.cpu[0], opt.cpu[1], opt.cpu[0] == opt.cpu[1] ? " (one CPU only: all rows are same-core)" : "",
            opt.reps, opt.rep_time);
-    printf("ndchan payload placement: %s\n", placement_text);
+    char spin[64] = "the library's default";
+    if (opt.spin_ns)
+        snprintf(spin, sizeof spin, "%lld ns (--spin-ns)", (long long)opt.spin_ns);
+    printf("ndchan channels: round trips with the library's default slots (4 per channel), throughput "
+           "with 4 (2 above 64 MiB); spin budget: %s; payload placement: %s\n", spin, placement_text);
     fflush(stdout);
     int64_t t0 = now_ns();
     run_all();
