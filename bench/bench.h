@@ -68,6 +68,7 @@ struct link {
 /* The transports (links_posix.c, link_zmq*.c, link_ndchan.c). */
 extern const struct link_ops link_pipe, link_pipe_small, link_pipe_ser, link_unix;
 extern const struct link_ops link_ndchan_loan, link_ndchan_copy;
+extern const struct link_ops link_rawcopy;     /* the cross-core copy ceiling (link_rawcopy.c) */
 const struct link_ops *link_zmq(void);         /* NULL when built without libzmq */
 
 /* ---- the array sample every transport is checked on ---------------------- */

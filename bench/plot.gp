@@ -1,5 +1,6 @@
 # Plots of an ndchan-bench run, from its results.csv:
-#   throughput.{png,svg}  payload throughput vs array size, one line per transport
+#   throughput.{png,svg}  payload throughput vs array size, one line per transport,
+#                         the memcpy and rawcopy ceilings dashed in black
 #   latency.{png,svg}     round-trip p50 vs array size, one line per transport,
 #                         the spin and futex floors as horizontal lines
 # ndchan-bench runs this itself; to redraw by hand:
@@ -47,8 +48,10 @@ do for [fmt in "pngcairo svg"] {
     set xrange [2048:2**31]
     plot for [i=1:words(tput)] csv skip 1 using (sel("throughput", word(tput, i)) ? column(4) : NaN):10 \
          with linespoints lw (substr(word(tput, i), 1, 6) eq "ndchan" ? 2.5 : 1) \
-         dt 1+(word(tput, i) eq "memcpy") lc (word(tput, i) eq "memcpy" ? -1 : i) \
-         title (word(tput, i) eq "memcpy" ? "memcpy (ceiling)" : word(tput, i))
+         dt 1+(word(tput, i) eq "memcpy")+2*(word(tput, i) eq "rawcopy") \
+         lc (word(tput, i) eq "memcpy" || word(tput, i) eq "rawcopy" ? -1 : i) \
+         title (word(tput, i) eq "memcpy" ? "memcpy (in-process ceiling)" : \
+                word(tput, i) eq "rawcopy" ? "rawcopy (cross-core copy ceiling)" : word(tput, i))
 
     set output dir . "/latency." . ext
     set title "Round trip by array size: send, receive, send back, receive (p50)" . title
