@@ -90,6 +90,9 @@ static const char help[] =
 "  --no-plot          skip gnuplot\n"
 "  --timeout SEC      kill a measurement that takes longer (default 120, full 600)\n"
 "  --list             list the transports and exit\n"
+"Cache misses per round trip of the spin floor and of ndchan-loan at 8 B (slots sweep\n"
+"included) are counted with perf_event_open where the machine allows it (a CPU PMU,\n"
+"kernel.perf_event_paranoid <= 2 or CAP_PERFMON); otherwise one line says why.\n"
 "Exit status: 0 after a run (the targets PASS or MISS in the report), 1 on a failure,\n"
 "2 on a usage error.\n";
 
@@ -376,6 +379,17 @@ static void progress(const struct result *r)
         fprintf(stderr, "%s: %s\n", r->ok < 0 ? "skipped" : "FAILED", r->err);
 }
 
+/* Cache misses (perfctr.c): probed once; counted around the 8 B round trips
+ * of the spin floor and of ndchan-loan (its sweep included), on two CPUs. */
+static int pmc_ok;
+static char pmc_reason[ERR_LEN + 160];
+
+static int count_misses(enum mode m, const struct link_ops *ops, uint64_t bytes, int same_core, int sleep_us)
+{
+    return pmc_ok && bytes == 8 && !same_core && !sleep_us &&
+           (m == M_SPIN || (m == M_LAT && ops == &link_ndchan_loan));
+}
+
 /* slots: ndchan's slots per channel, 0 for the harness's choice; a row of
  * the slots sweep otherwise, its variant "N slots". */
 static void run_slots(enum mode m, const struct link_ops *ops, const char *name, uint64_t bytes,
@@ -389,6 +403,7 @@ static void run_slots(enum mode m, const struct link_ops *ops, const char *name,
          * enough of them for a p50 that holds still */
         .rep_time = sleep_us && opt.rep_time < 0.2 ? 0.2 : opt.rep_time,
         .warmup = opt.warmup, .timeout = opt.timeout, .slots = slots,
+        .count_misses = count_misses(m, ops, bytes, same_core, sleep_us),
     };
     struct result *r = new_result();
     if (slots)
@@ -806,6 +821,81 @@ static void print_sweep(void)
     }
 }
 
+/* Misses per round trip of counter k in worker w (-1: both); NaN when not counted. */
+static double misses_rt(const struct result *r, int k, int w)
+{
+    if (r->ok != 1 || !r->pmc_asked)
+        return NAN;
+    double a = r->pmc_rt[0][k], b = r->pmc_rt[1][k];
+    if (w >= 0)
+        return r->pmc_rt[w][k] >= 0 ? r->pmc_rt[w][k] : NAN;
+    return a >= 0 && b >= 0 ? a + b : NAN;
+}
+
+/* Cache lines per hand-off: the misses both processes took per round trip,
+ * ndchan-loan's against the spin floor's (two lines cross per round trip:
+ * the ping's and the pong's). */
+static void print_misses(void)
+{
+    if (!pmc_ok) {
+        int lat = 0;
+        for (int i = 0; i < nR && !lat; i++)
+            lat = !strcmp(R[i].kind, "latency") && !R[i].from_python;
+        if (lat)
+            printf("\nCache misses per round trip: not available: %s\n", pmc_reason);
+        return;
+    }
+    int any = 0;
+    for (int i = 0; i < nR; i++)
+        any |= R[i].pmc_asked && R[i].ok == 1;
+    if (!any)
+        return;
+    printf("\nCache misses per round trip (perf_event_open, user space, each process counting itself over\n"
+           "the repetitions' loops, untimed steps included; A + B = pinger + ponger)\n");
+    printf("%-26s %8s", "transport", "size");
+    for (int k = 0; k < NPMC; k++)
+        printf(" %30s", pmc_names[k]);
+    printf("\n");
+    for (int i = 0; i < nR; i++) {
+        const struct result *r = &R[i];
+        char lab[96];
+        if (!r->pmc_asked || r->ok != 1)
+            continue;
+        printf("%-26s %8s", row_label(r, lab), sz(r->bytes));
+        for (int k = 0; k < NPMC; k++) {
+            char cell[64];
+            if (isnan(misses_rt(r, k, -1)))
+                snprintf(cell, sizeof cell, "not counted");
+            else
+                snprintf(cell, sizeof cell, "%.2f (%.2f + %.2f)", misses_rt(r, k, -1), misses_rt(r, k, 0),
+                         misses_rt(r, k, 1));
+            printf(" %30s", cell);
+        }
+        printf("\n");
+    }
+    for (int k = 0; k < NPMC; k++) {
+        for (int i = 0; i < nR; i++)
+            if (R[i].pmc_asked && R[i].pmc_err[k]) {
+                char why[ERR_LEN + 160];
+                printf("(%s not counted: %s)\n", pmc_names[k], pmc_why(k, R[i].pmc_err[k], why, sizeof why));
+                break;
+            }
+    }
+    const struct result *loan = find("latency", "ndchan-loan", "", 8), *spin = find("latency", "spin", "", 8);
+    /* L1D read misses are the lines that came from elsewhere; cache-misses
+     * (an L2 or last-level miss, by CPU) the ones that came from farther */
+    int k = loan && spin && !isnan(misses_rt(loan, PMC_L1D, -1)) && !isnan(misses_rt(spin, PMC_L1D, -1))
+                ? PMC_L1D : PMC_MISSES;
+    if (loan && spin && !isnan(misses_rt(loan, k, -1)) && !isnan(misses_rt(spin, k, -1))) {
+        printf("ndchan-loan moves %.1f lines per round trip against the floor's %.1f (%s, both processes",
+               misses_rt(loan, k, -1), misses_rt(spin, k, -1), pmc_names[k]);
+        int o = k == PMC_L1D ? PMC_MISSES : PMC_L1D;
+        if (!isnan(misses_rt(loan, o, -1)) && !isnan(misses_rt(spin, o, -1)))
+            printf("; %s: %.1f against %.1f", pmc_names[o], misses_rt(loan, o, -1), misses_rt(spin, o, -1));
+        printf(")\n");
+    }
+}
+
 /* ---- targets ---------------------------------------------------------------------------- */
 
 struct target {
@@ -1024,7 +1114,8 @@ static void write_files(void)
     }
     fprintf(f, "kind,transport,variant,bytes,cpu_a,cpu_b,ok,reps,msgs,gbps_med,gbps_min,gbps_max,"
                "p50_us,p50_min_us,p50_max_us,p99_us,p999_us,min_us,samples,cpu_s_per_gib,"
-               "peak_mib_a,peak_mib_b,vs_ceiling,vs_ndchan_loan,slots,vs_rawcopy,source,error\n");
+               "peak_mib_a,peak_mib_b,vs_ceiling,vs_ndchan_loan,slots,vs_rawcopy,cache_misses_per_rt,"
+               "l1d_read_misses_per_rt,source,error\n");
     for (int i = 0; i < nR; i++) {
         const struct result *r = &R[i];
         int tp = !strcmp(r->kind, "throughput"), ok = r->ok == 1;
@@ -1047,6 +1138,8 @@ static void write_files(void)
         csv_num(f, vs_loan(r));
         csv_num(f, r->slots ? (double)r->slots : NAN);
         csv_num(f, vs_raw(r));
+        csv_num(f, misses_rt(r, PMC_MISSES, -1));
+        csv_num(f, misses_rt(r, PMC_L1D, -1));
         char err[ERR_LEN];
         snprintf(err, sizeof err, "%s", r->err);
         for (char *p = err; *p; p++)
@@ -1077,6 +1170,10 @@ static void write_files(void)
     json_str(f, py_skip[0] ? py_skip : "ran");
     fprintf(f, ", \"placement\": ");
     json_str(f, placement_text);
+    fprintf(f, "},\n  \"cache_miss_counters\": {\"available\": %s, \"note\": ", pmc_ok ? "true" : "false");
+    json_str(f, pmc_ok ? "perf_event_open, user space, per process, over the repetitions' loops; "
+                         "misses_per_round_trip in the rows counted"
+                       : pmc_reason);
     fprintf(f, "},\n  \"units\": {\"gbps\": \"1e9 bytes/s\", \"latency\": \"microseconds, round trip\", "
                "\"cpu\": \"CPU seconds (user+system, both processes) per GiB moved\", "
                "\"peak_mib\": \"max RSS of each process, MiB (shared pages count in both)\"},\n  \"results\": [\n");
@@ -1110,6 +1207,17 @@ static void write_files(void)
             if (tp)
                 json_num(f, "vs_rawcopy", vs_raw(r), 0);
             json_num(f, "vs_ndchan_loan", vs_loan(r), 0);
+            if (r->pmc_asked) {
+                fprintf(f, "\"misses_per_round_trip\": {");
+                for (int k = 0; k < NPMC; k++) {
+                    fprintf(f, "%s\"%s\": {", k ? ", " : "", pmc_names[k]);
+                    json_num(f, "a_plus_b", misses_rt(r, k, -1), 0);
+                    json_num(f, "a", misses_rt(r, k, 0), 0);
+                    json_num(f, "b", misses_rt(r, k, 1), 1);
+                    fprintf(f, "}");
+                }
+                fprintf(f, "}, ");
+            }
         }
         fprintf(f, "\"error\": ");
         json_str(f, r->err);
@@ -1197,6 +1305,7 @@ int main(int argc, char **argv)
         return 1;
     }
     describe_machine();
+    pmc_ok = pmc_probe(pmc_reason, sizeof pmc_reason) == 0;
     printf("ndchan-bench (%s run): %s\n", opt.full ? "full" : "quick", machine);
     printf("producer/pinger on CPU %d, consumer/ponger on CPU %d%s; %d repetitions of ~%.2g s; "
            "float64 arrays; every array's sample checked by the receiver\n",
@@ -1230,6 +1339,7 @@ int main(int argc, char **argv)
     print_matrix("latency", "Round trip p50, microseconds (send, receive, send back, receive)", ls, nls);
     print_details();
     print_sweep();
+    print_misses();
     compute_targets();
     print_targets();
     if (opt.parts && in_list(opt.parts, "bridge"))   /* never in the default run */
