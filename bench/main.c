@@ -2,7 +2,7 @@
  * ndchan-bench: ndchan against the ways people move arrays between
  * processes today, and against the machine's own ceilings, in one run.
  *
- *   ndchan-bench                 quick run (about a minute)
+ *   ndchan-bench                 quick run (about two minutes)
  *   ndchan-bench --full          the whole sweep, 4 KiB .. 1 GiB
  *   ndchan-bench --help          every option
  *
@@ -65,7 +65,7 @@ static const char help[] =
 "ratios and targets.\n"
 "\n"
 "  --full             the whole sweep: 4 KiB..1 GiB, 5 repetitions (several minutes)\n"
-"  --quick            the default: 5 sizes, 3 repetitions, about a minute\n"
+"  --quick            the default: 5 sizes, 3 repetitions, about two minutes\n"
 "  --cpus A,B         producer/pinger on CPU A, consumer/ponger on CPU B\n"
 "                     (default: the first two CPUs this process may use)\n"
 "  --reps N           repetitions per measurement (medians and min..max reported)\n"
