@@ -68,6 +68,7 @@ struct link {
 /* The transports (links_posix.c, link_zmq*.c, link_ndchan.c). */
 extern const struct link_ops link_pipe, link_pipe_small, link_pipe_ser, link_unix;
 extern const struct link_ops link_ndchan_loan, link_ndchan_copy;
+extern const struct link_ops link_rawcopy;     /* the cross-core copy ceiling (link_rawcopy.c) */
 const struct link_ops *link_zmq(void);         /* NULL when built without libzmq */
 
 /* ---- the array sample every transport is checked on ---------------------- */
@@ -106,6 +107,23 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* ---- cache misses (perfctr.c) -------------------------------------------- */
+
+/* Hardware counters of the calling process, user space only, opened with
+ * perf_event_open(2) disabled; enable/disable around what is counted. */
+enum { PMC_MISSES, PMC_L1D, NPMC };     /* PERF_COUNT_HW_CACHE_MISSES, L1D read misses */
+extern const char *const pmc_names[NPMC];
+struct pmc { int fd[NPMC]; };
+void pmc_open(struct pmc *p, int err[NPMC]);    /* err[i]: 0 or the errno of counter i */
+void pmc_enable(struct pmc *p);
+void pmc_disable(struct pmc *p);
+void pmc_read(struct pmc *p, double out[NPMC]); /* counts, scaled if shared; -1: not counted */
+void pmc_close(struct pmc *p);
+/* Once, in the orchestrator: 0 when a counter opens here, else -errno with
+ * the reason in why. pmc_why: the reason counter i failed with errno err. */
+int  pmc_probe(char *why, size_t len);
+const char *pmc_why(int i, int err, char *buf, size_t len);
+
 /* ---- cells: what the workers run and report ------------------------------ */
 
 enum mode { M_TPUT, M_LAT, M_MEMCPY, M_SPIN, M_FUTEX };
@@ -122,6 +140,10 @@ struct cell {
     double   rep_time;            /* seconds per repetition (aimed at) */
     int      warmup;              /* minimum warm-up messages; 0 = auto */
     double   timeout;             /* seconds before the cell is killed */
+    uint32_t slots;               /* ndchan slots per channel; 0: the library's default for
+                                     round trips, 4 (2 above 64 MiB) for throughput */
+    int      count_misses;        /* M_LAT/M_SPIN: each worker counts its cache misses over
+                                     the repetitions' loops (perfctr.c) */
 };
 
 /* The page both workers share with the orchestrator. */
@@ -135,6 +157,8 @@ struct ctl {
     int64_t  t_end[2][MAX_REPS];    /* per worker: done with its part */
     double   cpu[2][MAX_REPS];      /* per worker: CPU seconds in the repetition */
     uint64_t nsamples;
+    double   pmc[2][NPMC];        /* per worker: counted over the repetitions; -1 not counted */
+    int      pmc_err[2][NPMC];    /* per worker: the errno perf_event_open gave, or 0 */
     double   lat[MAX_SAMPLES];    /* round trips, ns, in the order taken */
 };
 
@@ -157,6 +181,10 @@ struct result {
     double   cpu_s_per_gib;       /* both processes */
     double   peak_mib[2];         /* max RSS of each process */
     int      from_python;
+    uint32_t slots;               /* ndchan rows: slots per channel; 0 for the others */
+    int      pmc_asked;           /* cache misses were to be counted (cell.count_misses) */
+    double   pmc_rt[2][NPMC];     /* misses per round trip in worker A, B; < 0: not counted */
+    int      pmc_err[NPMC];       /* the errno of a counter that did not open, or 0 */
 };
 
 extern int64_t bench_spin_ns;   /* --spin-ns, for ndchan's channels */

@@ -190,6 +190,26 @@ static void worker_tput(const struct cell *c, struct link *l, int w)
     l->ops->close(l, w == 0);
 }
 
+/* ---- cache misses around the round trips --------------------------------------- */
+
+/* Each worker counts its own process over the repetitions' loops (the
+ * untimed steps of each round trip included: they are part of every hand-off),
+ * not the warm-up or the barriers. A counter that does not open leaves its
+ * errno in the control page and counts nothing; the cell goes on. */
+static void pmc_start(const struct cell *c, int w, struct pmc *pm)
+{
+    for (int i = 0; i < NPMC; i++)
+        pm->fd[i] = -1;
+    if (c->count_misses)
+        pmc_open(pm, C->pmc_err[w]);
+}
+
+static void pmc_finish(int w, struct pmc *pm)
+{
+    pmc_read(pm, C->pmc[w]);
+    pmc_close(pm);
+}
+
 /* ---- latency ---------------------------------------------------------------- */
 
 #define PING 0ull
@@ -204,16 +224,24 @@ static void worker_lat(const struct cell *c, struct link *L, int w)
         fail("%s: %s", out->ops->name, out->err[0] ? out->err : "open failed");
     if (in->ops->open(in, 0))
         fail("%s: %s", in->ops->name, in->err[0] ? in->err : "open failed");
+    struct pmc pm;
+    pmc_start(c, w, &pm);
     barrier();
     uint64_t warm = auto_warmup(c, 16 * MiB, 3, 200), k = 0, seq = 0;
+    /* Every slot of both channels written once in the first half, so that
+     * the second half, which calibrates, pays no first touch. */
+    if (warm < 2 * ((uint64_t)out->slots + 1))
+        warm = 2 * ((uint64_t)out->slots + 1);
     int64_t th = 0;
     /* phase 0: the warm-up, one pass; phase 1: the repetitions */
     for (int phase = 0; phase < 2; phase++) {
         for (int r = 0; r < (phase ? c->reps : 1); r++) {
             double cpu0 = 0;
             uint64_t m = phase ? C->msgs : warm;
-            if (phase)
+            if (phase) {
                 rep_begin(w, r, &cpu0);
+                pmc_enable(&pm);
+            }
             for (uint64_t i = 0; i < m; i++, seq++) {
                 if (!phase && i == m / 2)
                     th = now_ns();
@@ -250,14 +278,17 @@ static void worker_lat(const struct cell *c, struct link *L, int w)
                 if (w == 0 && c->sleep_us)
                     pause_us(c->sleep_us);
             }
-            if (phase)
+            if (phase) {
+                pmc_disable(&pm);
                 rep_end(w, r, cpu0);
+            }
         }
         if (!phase)
             calibrate(c, w, th, now_ns(), warm - warm / 2, 3, MAX_SAMPLES / (uint64_t)c->reps);
     }
     if (w == 0)
         C->nsamples = k;
+    pmc_finish(w, &pm);
     barrier();
     out->ops->close(out, 1);
     in->ops->close(in, 0);
@@ -293,13 +324,17 @@ static void worker_floor(const struct cell *c, int w)
     uint64_t warm = c->warmup > 0 ? (uint64_t)c->warmup : 200, total = 0, k = 0;
     uint32_t v = 0;
     int64_t th = 0;
+    struct pmc pm;
+    pmc_start(c, w, &pm);
     barrier();
     for (int phase = 0; phase < 2; phase++) {
         for (int r = 0; r < (phase ? c->reps : 1); r++) {
             double cpu0 = 0;
             uint64_t m = phase ? total : warm;
-            if (phase)
+            if (phase) {
                 rep_begin(w, r, &cpu0);
+                pmc_enable(&pm);
+            }
             for (uint64_t i = 0; i < m; i++) {
                 if (!phase && i == m / 2)
                     th = now_ns();
@@ -328,8 +363,10 @@ static void worker_floor(const struct cell *c, int w)
                         futex_wake(&F->pong, 1);
                 }
             }
-            if (phase)
+            if (phase) {
+                pmc_disable(&pm);
                 rep_end(w, r, cpu0);
+            }
         }
         if (!phase) {
             calibrate(c, w, th, now_ns(), warm - warm / 2, 3, MAX_SAMPLES / (uint64_t)c->reps);
@@ -338,6 +375,7 @@ static void worker_floor(const struct cell *c, int w)
     }
     if (w == 0)
         C->nsamples = k;
+    pmc_finish(w, &pm);
     barrier();
 }
 
@@ -477,8 +515,10 @@ int run_cell(const struct cell *c, struct ctl *ctl, struct result *r)
         L[i].max_bytes = c->bytes;
         L[i].dir = i;
         L[i].fd[0] = L[i].fd[1] = -1;
-        /* Few slots for huge arrays: slots cost memory once touched. */
-        L[i].slots = c->mode == M_LAT ? 2 : c->bytes > 64 * MiB ? 2 : 4;
+        /* Round trips: the slots asked for, else the library's default (the
+         * link reads back what it got). Throughput: few slots for huge
+         * arrays, as slots cost memory once touched. */
+        L[i].slots = c->slots ? c->slots : c->mode == M_LAT ? 0 : c->bytes > 64 * MiB ? 2 : 4;
         int e = c->ops->create(&L[i]);
         if (e) {
             snprintf(r->err, ERR_LEN, "%s", L[i].err[0] ? L[i].err : strerror(-e));
@@ -488,6 +528,9 @@ int run_cell(const struct cell *c, struct ctl *ctl, struct result *r)
             return -1;
         }
     }
+
+    if (nl && (c->ops == &link_ndchan_loan || c->ops == &link_ndchan_copy))
+        r->slots = L[0].slots;
 
     pid_t pid[2] = { 0, 0 };
     fflush(NULL);
@@ -566,6 +609,15 @@ int run_cell(const struct cell *c, struct ctl *ctl, struct result *r)
         r->p999 = percentile(ctl->lat, ns, 0.999) / 1e3;
         r->lat_min = ctl->lat[0] / 1e3;
         moved = 2.0 * (double)c->bytes * (double)ctl->msgs * c->reps;
+        if (c->count_misses) {
+            double rts = (double)ctl->msgs * c->reps;
+            r->pmc_asked = 1;
+            for (int i = 0; i < NPMC; i++) {
+                r->pmc_err[i] = ctl->pmc_err[0][i] ? ctl->pmc_err[0][i] : ctl->pmc_err[1][i];
+                for (int w = 0; w < 2; w++)
+                    r->pmc_rt[w][i] = ctl->pmc[w][i] >= 0 && rts > 0 ? ctl->pmc[w][i] / rts : -1;
+            }
+        }
     }
     r->cpu_s_per_gib = moved > 0 ? cpu / (moved / (double)GiB) : 0;
     r->ok = 1;

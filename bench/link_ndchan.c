@@ -8,7 +8,9 @@
  *
  * The orchestrator creates the channel (an anonymous memfd) before it forks
  * the two workers, which use the inherited handle, as the API allows; each
- * cell gets a channel sized to its arrays, warmed by the warm-up. */
+ * cell gets a channel sized to its arrays, warmed by the warm-up, with the
+ * library's default options but for the slots the harness asks for (none:
+ * the default, which round trips use). */
 #include "bench.h"
 
 #include <errno.h>
@@ -43,7 +45,7 @@ static int nd_create(struct link *l)
     l->st = s;
     struct ndc_chan_opts o;
     memset(&o, 0, sizeof o);
-    o.slots = l->slots ? l->slots : 4;
+    o.slots = l->slots;      /* 0: the library's default */
     o.slot_bytes = l->max_bytes < 8 ? 8 : l->max_bytes;
     o.spin_ns = bench_spin_ns;
     o.numa_policy = bench_placement.numa_policy;
@@ -52,6 +54,12 @@ static int nd_create(struct link *l)
     int e = ndc_create(&s->ch, NULL, &o);
     if (e)
         return nfail(l, "ndc_create", e);
+    /* what the channel holds, for the warm-up and the report */
+    struct ndc_stat st;
+    e = ndc_stat(s->ch, &st);
+    if (e)
+        return nfail(l, "ndc_stat", e);
+    l->slots = st.slots;
     return 0;
 }
 

@@ -1,5 +1,6 @@
 # Plots of an ndchan-bench run, from its results.csv:
-#   throughput.{png,svg}  payload throughput vs array size, one line per transport
+#   throughput.{png,svg}  payload throughput vs array size, one line per transport,
+#                         the memcpy and rawcopy ceilings dashed in black
 #   latency.{png,svg}     round-trip p50 vs array size, one line per transport,
 #                         the spin and futex floors as horizontal lines
 # ndchan-bench runs this itself; to redraw by hand:
@@ -40,23 +41,30 @@ do for [fmt in "pngcairo svg"] {
     if (fmt eq "svg") { set terminal svg size 1000,600 dynamic noenhanced font "sans,11" } \
     else { set terminal pngcairo size 1000,600 noenhanced font "sans,10" }
 
-    set output dir . "/throughput." . ext
-    set title "Throughput by array size (float64, median of repetitions)" . title
-    set xlabel "array size (bytes)"
-    set ylabel "GB/s (1e9 bytes/s), log"
-    set xrange [2048:2**31]
-    plot for [i=1:words(tput)] csv skip 1 using (sel("throughput", word(tput, i)) ? column(4) : NaN):10 \
-         with linespoints lw (substr(word(tput, i), 1, 6) eq "ndchan" ? 2.5 : 1) \
-         dt 1+(word(tput, i) eq "memcpy") lc (word(tput, i) eq "memcpy" ? -1 : i) \
-         title (word(tput, i) eq "memcpy" ? "memcpy (ceiling)" : word(tput, i))
+    # a run without one kind of row (--parts) draws only the other
+    if (words(tput) > 0) {
+        set output dir . "/throughput." . ext
+        set title "Throughput by array size (float64, median of repetitions)" . title
+        set xlabel "array size (bytes)"
+        set ylabel "GB/s (1e9 bytes/s), log"
+        set xrange [2048:2**31]
+        plot for [i=1:words(tput)] csv skip 1 using (sel("throughput", word(tput, i)) ? column(4) : NaN):10 \
+             with linespoints lw (substr(word(tput, i), 1, 6) eq "ndchan" ? 2.5 : 1) \
+             dt 1+(word(tput, i) eq "memcpy")+2*(word(tput, i) eq "rawcopy") \
+             lc (word(tput, i) eq "memcpy" || word(tput, i) eq "rawcopy" ? -1 : i) \
+             title (word(tput, i) eq "memcpy" ? "memcpy (in-process ceiling)" : \
+                    word(tput, i) eq "rawcopy" ? "rawcopy (cross-core copy ceiling)" : word(tput, i))
+    }
 
-    set output dir . "/latency." . ext
-    set title "Round trip by array size: send, receive, send back, receive (p50)" . title
-    set ylabel "microseconds, log"
-    set xrange [4:2**29]
-    plot for [i=1:words(lat)] csv skip 1 using (sel("latency", word(lat, i)) ? column(4) : NaN):13 \
-             with linespoints lw (substr(word(lat, i), 1, 6) eq "ndchan" ? 2.5 : 1) lc i title word(lat, i), \
-         (spin > 0 ? spin : NaN) with lines dashtype 2 lc rgb "black" title "spin floor", \
-         (futex > 0 ? futex : NaN) with lines dashtype 3 lc rgb "gray40" title "futex floor"
+    if (words(lat) > 0 || spin > 0 || futex > 0) {
+        set output dir . "/latency." . ext
+        set title "Round trip by array size: send, receive, send back, receive (p50)" . title
+        set ylabel "microseconds, log"
+        set xrange [4:2**29]
+        plot for [i=1:words(lat)] csv skip 1 using (sel("latency", word(lat, i)) ? column(4) : NaN):13 \
+                 with linespoints lw (substr(word(lat, i), 1, 6) eq "ndchan" ? 2.5 : 1) lc i title word(lat, i), \
+             (spin > 0 ? spin : NaN) with lines dashtype 2 lc rgb "black" title "spin floor", \
+             (futex > 0 ? futex : NaN) with lines dashtype 3 lc rgb "gray40" title "futex floor"
+    }
     unset output
 }

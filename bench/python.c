@@ -153,6 +153,8 @@ int run_python(const struct pyopts *o, struct result **res, int *nres, int *cap,
         r->cpu_s_per_gib = jnum(line, "cpu_s_per_gib");
         r->peak_mib[0] = jnum(line, "peak_mib_a");
         r->peak_mib[1] = jnum(line, "peak_mib_b");
+        double slots = jnum(line, "slots");
+        r->slots = slots > 0 ? (uint32_t)slots : 0;
         got++;
     }
     if (f)
