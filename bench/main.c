@@ -11,6 +11,7 @@
  * loop times and bench.h for the transport interface.
  */
 #include "bench.h"
+#include "fanout.h"
 
 #include <errno.h>
 #include <math.h>
@@ -78,8 +79,10 @@ static const char help[] =
 "                     mp-queue,idle\n"
 "  --parts LIST       only these parts: throughput,latency,asleep,same-core,python,\n"
 "                     slots (ndchan-loan's 8 B round trip at 1, 4, 16 and 64 slots per\n"
-"                     channel, beside the spin floor), bridge (ndchan-bridge vs raw UCX;\n"
-"                     only when named)\n"
+"                     channel, beside the spin floor), fanout (broadcast: the publisher's\n"
+"                     cost with 1, 2, 4 subscribers, 256 MiB to 4 without a copy, the\n"
+"                     latest policy with a sleeping subscriber), bridge (ndchan-bridge vs\n"
+"                     raw UCX; only when named)\n"
 "  --sleep-us N       pause between round trips in the peer-asleep case (default 1000)\n"
 "  --spin-ns N        ndchan spin budget (ndc_chan_opts.spin_ns; default 0 = library's)\n"
 "  --numa P           ndchan payload placement: first-touch (default), bind:N, preferred:N,\n"
@@ -986,6 +989,54 @@ static const struct result *sweep_row(uint32_t slots)
 }
 
 static double idle_pct = -1;   /* measured in main, unless --only leaves it out */
+static struct fanout_result FO;   /* measured in main: --parts fanout */
+static int fanout_run;
+
+static void print_fanout(void)
+{
+    if (!fanout_run)
+        return;
+    if (!FO.ok) {
+        printf("\nBroadcast fan-out: the measurement failed\n");
+        return;
+    }
+    printf("\nBroadcast fan-out (block policy, 4 slots; one publisher, S subscriber processes that sleep\n"
+           "when they wait): the publisher's own cost per array (median CPU time of reserve + commit,\n"
+           "each commit waking every subscriber) and the wall time per array of a free run (paced by\n"
+           "the slowest subscriber, all sharing the CPUs)\n");
+    printf("%10s %12s %12s %12s %14s\n", "size", "subscribers", "cost us", "x 1 sub", "wall us/array");
+    static const int subs[FANOUT_NS] = { 1, 2, 4 };
+    for (int b = 0; b < FANOUT_NB; b++)
+        for (int s = 0; s < FANOUT_NS; s++)
+            printf("%10s %12d %12.2f %11.2fx %14.2f\n", b ? "16 MiB" : "8 B", subs[s], FO.cost_us[b][s],
+                   FO.cost_us[b][s] / FO.cost_us[b][0], FO.per_array_us[b][s]);
+    printf("256 MiB arrays to 4 subscribers reading every page: the channel holds %.0f MiB (2 slots of "
+           "%.0f MiB); the subscribers added %.1f MiB of private memory in all (no copies)\n",
+           FO.segment_mib, FO.array_mib, FO.private_mib);
+    printf("latest policy, 8 B: the publisher commits %.0f arrays/s alone, %.0f with a subscriber that "
+           "sleeps 1 ms per array (%.2fx)\n", FO.latest_rate[0], FO.latest_rate[1],
+           FO.latest_rate[1] / FO.latest_rate[0]);
+}
+
+static void fanout_targets(void)
+{
+    if (!fanout_run || !FO.ok)
+        return;
+    for (int b = 0; b < FANOUT_NB; b++) {
+        double v = FO.cost_us[b][2] / FO.cost_us[b][0];
+        char what[160];
+        snprintf(what, sizeof what, "broadcast %s: the publisher's cost per array with 4 subscribers <= 1.5x with 1",
+                 b ? "16 MiB" : "8 B");
+        target(what, v, 1.5, 0, "%.2fx (%.2f us vs %.2f us)", v, FO.cost_us[b][2], FO.cost_us[b][0]);
+    }
+    double v = FO.private_mib / FO.array_mib;
+    target("broadcast 256 MiB to 4 subscribers: no copy (private memory added < 1/16 of one array)", v, 1.0 / 16, 0,
+           "%.1f MiB added by 4 subscribers, arrays of %.0f MiB; the channel holds %.0f MiB", FO.private_mib,
+           FO.array_mib, FO.segment_mib);
+    v = FO.latest_rate[1] / FO.latest_rate[0];
+    target("broadcast, latest policy: a sleeping subscriber leaves the publisher >= 0.9x its rate alone", v, 0.9, 1,
+           "%.2fx (%.0f vs %.0f arrays/s)", v, FO.latest_rate[1], FO.latest_rate[0]);
+}
 #define IDLE_SECONDS 2.0
 
 static void compute_targets(void)
@@ -995,6 +1046,7 @@ static void compute_targets(void)
     if (idle_pct >= 0)
         target("idle: a receiver asleep on an empty channel uses <= 1% of a core", idle_pct, 1.0, 0,
                "%.2f%% of a core over %.0f s", idle_pct, IDLE_SECONDS);
+    fanout_targets();
     v = ratio_lat("ndchan-loan", "", HANDOFF_BIG, "ndchan-loan", "", 8, &x, &y, sp);
     target("ndchan-loan hand-off does not grow: 256 MiB round trip <= 2x the 8 B one", v, 2, 0,
            "%.2fx (p50 %.2f us vs %.2f us%s)", v, x, y, sp);
@@ -1346,6 +1398,10 @@ int main(int argc, char **argv)
     run_all();
     if (!opt.only || strstr(opt.only, "idle"))
         idle_pct = bench_idle_cpu_percent(IDLE_SECONDS);
+    if (part("fanout") && selected("fanout")) {
+        fanout_run = 1;
+        bench_fanout(&FO, !opt.full);
+    }
     double secs = (double)(now_ns() - t0) * 1e-9;
 
     int same = opt.cpu[0] == opt.cpu[1];
@@ -1365,6 +1421,7 @@ int main(int argc, char **argv)
     print_details();
     print_sweep();
     print_misses();
+    print_fanout();
     compute_targets();
     print_targets();
     if (opt.parts && in_list(opt.parts, "bridge"))   /* never in the default run */

@@ -100,8 +100,10 @@ static void post(ndc_chan *ch, int side)
     if (side == NDC__SIDE_READY)
         atomic_fetch_add_explicit(event_word(ch, side), NDC__EVENT, memory_order_release);
     atomic_store_explicit(&ch->ctrl->post_ns[side], ndc__now_ns(), memory_order_relaxed);
-    /* a broadcast array is for every subscriber */
-    ndc__futex_wake(event_word(ch, side), side == NDC__SIDE_READY && ch->bcast ? INT32_MAX : 1);
+    /* One sleeper, even on a broadcast channel, where every subscriber
+     * wants the array: each one woken passes the wake-up on (sleep_once),
+     * so the publisher's cost does not grow with its subscribers. */
+    ndc__futex_wake(event_word(ch, side), 1);
 }
 
 /* ---- waiting ---------------------------------------------------------------------- */
@@ -159,7 +161,14 @@ static int sleep_once(ndc_chan *ch, int side, uint32_t ev_seen, int64_t ns)
     if (v == ev_seen && !(side == NDC__SIDE_READY && (has_ready(ch) || ended(ch))))
         r = ndc__futex_wait(event_word(ch, side), v, ns);
     atomic_fetch_sub_explicit(&me->sleeping[side], 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&c->sleepers[side], 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->sleepers[side], 1, memory_order_seq_cst);
+    /* Broadcast: woken for a post (the word moved on from the value we
+     * slept on), wake the next subscriber. One woken for nothing (it went
+     * to sleep after the post) does not, so the chain ends. */
+    if (ch->bcast && side == NDC__SIDE_READY && r == 0 &&
+        atomic_load_explicit(event_word(ch, side), memory_order_relaxed) != v &&
+        atomic_load_explicit(&c->sleepers[side], memory_order_seq_cst))
+        ndc__futex_wake(event_word(ch, side), 1);
     return r;
 }
 
