@@ -119,7 +119,7 @@ static void shape_of(uint64_t i, const uint64_t *big, int nbig, struct ndc_array
             a->tag = i;
             return;
         }
-    int ndim = (int)(h >> 8) % 4;
+    int ndim = (int)((h >> 8) % 4);   /* not (int)(h >> 8) % 4: negative, and init fails */
     size_t es = ndc_dtype_size(t), total = es;
     for (int d = 0; d < ndim; d++) {
         shape[d] = (int64_t)((h >> (16 + 8 * d)) % 24);
@@ -127,7 +127,8 @@ static void shape_of(uint64_t i, const uint64_t *big, int nbig, struct ndc_array
             shape[d] = 1;
         total *= (size_t)(shape[d] ? shape[d] : 1);
     }
-    ndc_array_init(a, t, ndim, shape, NULL);
+    if (ndc_array_init(a, t, ndim, shape, NULL))
+        abort();   /* a stale header would pass for the previous array's */
     a->tag = i;
 }
 
