@@ -51,6 +51,7 @@ detail text (TimeoutError for a timeout, BlockingIOError for timeout=0 and
 nothing to do).
 """
 import collections
+import operator
 import os
 import pickle
 import queue as _queue
@@ -473,7 +474,10 @@ class LatestValue:
 
     def __init__(self, shape, dtype, name=None, *, initial=0, slots=4, mode=0o600, _channel=None):
         np = _numpy()
-        self.shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+        try:
+            self.shape = (operator.index(shape),)     # an int, numpy's included
+        except TypeError:
+            self.shape = tuple(operator.index(n) for n in shape)
         self.dtype = np.dtype(dtype)
         _code(self.dtype)
         self._last = None
