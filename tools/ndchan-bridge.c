@@ -173,5 +173,7 @@ int main(int argc, char **argv)
         cli_usage("%s wants %s, not \"%s\"", verb, listen ? "[ADDR:]PORT" : "HOST:PORT", argv[optind + 1]);
     o.chan = argv[optind + 2];
     signal(SIGPIPE, SIG_IGN);
-    return listen ? bridge_listen(&o) : bridge_connect(&o);
+    int rc = listen ? bridge_listen(&o) : bridge_connect(&o);
+    free(ep);   /* o.host points into it */
+    return rc;
 }
