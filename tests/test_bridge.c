@@ -119,7 +119,7 @@ static void shape_of(uint64_t i, const uint64_t *big, int nbig, struct ndc_array
             a->tag = i;
             return;
         }
-    int ndim = (int)(h >> 8) % 4;
+    int ndim = (int)((h >> 8) % 4);   /* not (int)(h >> 8) % 4: negative, and init fails */
     size_t es = ndc_dtype_size(t), total = es;
     for (int d = 0; d < ndim; d++) {
         shape[d] = (int64_t)((h >> (16 + 8 * d)) % 24);
@@ -127,7 +127,8 @@ static void shape_of(uint64_t i, const uint64_t *big, int nbig, struct ndc_array
             shape[d] = 1;
         total *= (size_t)(shape[d] ? shape[d] : 1);
     }
-    ndc_array_init(a, t, ndim, shape, NULL);
+    if (ndc_array_init(a, t, ndim, shape, NULL))
+        abort();   /* a stale header would pass for the previous array's */
     a->tag = i;
 }
 
@@ -141,15 +142,38 @@ struct producer {
     int      delay_us;           /* between arrays, so kills land mid-stream */
     int      no_close;
     int      retry_dead;         /* wait out -EOWNERDEAD (a near bridge restarting) */
+    int      broadcast;          /* a broadcast near channel, */
+    uint32_t policy;             /* of this slow_policy, */
+    uint32_t wait_subs;          /* published once it has this many subscribers */
+    const char *wait_far;        /* and this far channel one */
 };
+
+/* Until ch has at least n subscribers; 0, or 13 after 30 s. */
+static int wait_subscribers(ndc_chan *ch, uint32_t n)
+{
+    struct ndc_stat st = { 0 };
+    for (int i = 0; i < 30000 && (ndc_stat(ch, &st) || st.subscribers < n); i++)
+        usleep(1000);
+    return st.subscribers >= n ? 0 : 13;
+}
 
 static int produce(void *arg)
 {
     struct producer *p = arg;
-    struct ndc_chan_opts o = { .slots = p->slots, .slot_bytes = p->slot_bytes };
+    struct ndc_chan_opts o = { .slots = p->slots, .slot_bytes = p->slot_bytes,
+                               .flags = p->broadcast ? NDC_BROADCAST : 0, .slow_policy = p->policy };
     ndc_chan *ch;
     int r = ndc_create(&ch, p->name, &o);
     CK(r == 0, 10, "create %s: %s", p->name, ndc_strerror(r));
+    if (p->wait_subs && wait_subscribers(ch, p->wait_subs))
+        return 13;
+    if (p->wait_far) {
+        ndc_chan *far;
+        CK(ndc_open_wait(&far, p->wait_far, NDC_RDONLY, 30 * SEC) == 0, 14, "open far");
+        if (wait_subscribers(far, 1))
+            return 13;
+        ndc_free(far);
+    }
     for (uint64_t i = p->first; i < p->n; i++) {
         struct ndc_array a;
         shape_of(i, p->big, p->nbig, &a);
@@ -169,7 +193,7 @@ static int produce(void *arg)
 }
 
 struct consumed {
-    uint64_t n, dups, gaps, bad, missing;
+    uint64_t n, dups, gaps, bad, missing, first, last;
     int      end;                /* the error that ended it */
 };
 
@@ -179,13 +203,15 @@ struct consumed {
  * far channel gets -EOWNERDEAD until the restarted bridge attaches.
  * dead_ok_ns: how long such a receiver keeps trying. */
 static int64_t dead_ok_ns;
+/* NDC_SUBSCRIBE for a broadcast far channel */
+static uint32_t consume_flags;
 
 static struct consumed consume(const char *name, const struct producer *p, int64_t idle_ns,
                                void (*each)(uint64_t n, void *), void *arg)
 {
     struct consumed c = { 0 };
     ndc_chan *ch;
-    int r = ndc_open_wait(&ch, name, NDC_RDONLY, 30 * SEC);
+    int r = ndc_open_wait(&ch, name, NDC_RDONLY | consume_flags, 30 * SEC);
     cr_assert_eq(r, 0, "open far %s: %s", name, ndc_strerror(r));
     uint64_t want = 0;
     for (;;) {
@@ -214,6 +240,9 @@ static struct consumed consume(const char *name, const struct producer *p, int64
         if (!th_check(a.data, ndc_array_nbytes(&a), a.tag))
             c.bad++;
         want = a.tag + 1;
+        if (!c.n)
+            c.first = a.tag;
+        c.last = a.tag;
         c.n++;
         ndc_release(ch, &a);
         if (each)
@@ -528,6 +557,111 @@ Test(bridge, far_bridge_gone_for_good_is_reported_by_the_near_side, .timeout = 9
 Test(bridge, near_bridge_gone_for_good_is_reported_by_the_far_side, .timeout = 90)
 {
     link_down(0);
+}
+
+/* ---- a broadcast channel ------------------------------------------------------- */
+
+/* A subscriber on the near host: every array, in order, to the end. */
+static int near_subscriber(void *arg)
+{
+    const struct producer *p = arg;
+    ndc_chan *ch;
+    CK(ndc_open_wait(&ch, p->name, NDC_SUBSCRIBE | NDC_RDONLY, 30 * SEC) == 0, 20, "open");
+    uint64_t want = 0;
+    struct ndc_array a;
+    int r;
+    while ((r = ndc_acquire(ch, &a, 30 * SEC)) == 0) {
+        CK(a.tag == want && a.seq == want && th_check(a.data, ndc_array_nbytes(&a), a.tag), 21,
+           "near subscriber: array %llu, want %llu", (unsigned long long)a.tag, (unsigned long long)want);
+        want++;
+        ndc_release(ch, &a);
+    }
+    CK(r == -EPIPE && want == p->n, 22, "near subscriber: %s after %llu of %llu", ndc_strerror(r),
+       (unsigned long long)want, (unsigned long long)p->n);
+    ndc_free(ch);
+    return 0;
+}
+
+Test(bridge, broadcast_channel_forwarded_by_a_subscribing_bridge, .timeout = 90)
+{
+    struct producer p = mkprod("bcast", 1000);
+    p.broadcast = 1;
+    p.wait_subs = 2;   /* the bridge and the near subscriber */
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    p.wait_far = far;
+    int port = free_port();
+    pid_t prod = th_fork(produce, &p);
+    /* without --subscribe, the bridge says what to do and takes nothing */
+    struct bridge refused = start_bridge("tcp", "connect", port, p.name, "--wait", "10");
+    expect_exit(&refused, 1, 30000);
+    cr_expect(strstr(refused.text, "is a broadcast channel") && strstr(refused.text, "--subscribe"),
+              "the refusal says to use --subscribe:\n%s", refused.text);
+    pid_t sub = th_fork(near_subscriber, &p);
+    /* the far channel a broadcast one too, consumed by a subscriber there */
+    struct bridge l = start_bridge("tcp", "listen", port, far, "--broadcast", NULL);
+    struct bridge c = start_bridge("tcp", "connect", port, p.name, "--subscribe", NULL);
+    consume_flags = NDC_SUBSCRIBE;
+    struct consumed got = consume(far, &p, 30 * SEC, NULL, NULL);
+    consume_flags = 0;
+    cr_expect_eq(got.end, -EPIPE, "the far stream ended with %s", ndc_strerror(got.end));
+    cr_expect_eq(got.n, p.n, "%llu arrays arrived, %llu published", (unsigned long long)got.n,
+                 (unsigned long long)p.n);
+    cr_expect_eq(got.dups + got.gaps + got.bad, 0, "dups %llu gaps %llu bad %llu", (unsigned long long)got.dups,
+                 (unsigned long long)got.gaps, (unsigned long long)got.bad);
+    cr_expect_eq(th_wait(sub, 30000), 0, "the near subscriber missed arrays");
+    cr_expect_eq(th_wait(prod, 30000), 0);
+    expect_exit(&c, 0, 30000);
+    expect_exit(&l, 0, 30000);
+    cr_expect(strstr(c.text, "subscribed to broadcast channel"), "connect: %s", c.text);
+    cr_expect(strstr(l.text, "broadcast"), "the far channel was created as a broadcast one:\n%s", l.text);
+    cleanup(p.name);
+}
+
+/* Latest policy: the bridge forwards the newest array each time; the far
+ * side sees gaps, counts them as skipped by a subscriber, never as a loss. */
+Test(bridge, latest_policy_broadcast_forwards_the_newest, .timeout = 90)
+{
+    struct producer p = mkprod("bcastl", 3000);
+    p.broadcast = 1;
+    p.policy = NDC_SLOW_LATEST;
+    p.wait_subs = 1;
+    p.delay_us = 50;
+    char far[160];
+    snprintf(far, sizeof far, "%s", far_of(p.name));
+    int port = free_port();
+    struct bridge l = start_bridge("tcp", "listen", port, far, "--window", "2");
+    pid_t prod = th_fork(produce, &p);
+    struct bridge c = start_bridge("tcp", "connect", port, p.name, "--subscribe", NULL);
+    struct consumed got = consume(far, &p, 30 * SEC, NULL, NULL);
+    cr_expect_eq(got.end, -EPIPE, "the far stream ended with %s", ndc_strerror(got.end));
+    cr_expect_eq(got.dups + got.bad, 0, "dups %llu bad %llu", (unsigned long long)got.dups,
+                 (unsigned long long)got.bad);
+    cr_expect_eq(got.last, p.n - 1, "the last array forwarded is %llu, not the newest", (unsigned long long)got.last);
+    cr_expect_eq(th_wait(prod, 30000), 0, "the publisher was held back or failed");
+    expect_exit(&c, 0, 30000);
+    expect_exit(&l, 0, 30000);
+    cr_expect(!strstr(l.text, "never reached"), "skipped arrays reported as lost:\n%s", l.text);
+    /* the near side counts from its subscription on; the far side from
+     * the first array it got */
+    if (got.n < p.n)
+        cr_expect(strstr(c.text, "skipped as a latest-policy"), "near: %s", c.text);
+    if (got.missing > got.first)
+        cr_expect(strstr(l.text, "skipped by the near side"), "far: %s", l.text);
+    cleanup(p.name);
+}
+
+Test(bridge, subscribe_on_a_work_queue_is_refused, .timeout = 30)
+{
+    struct producer p = mkprod("bcastq", 1);
+    struct ndc_chan_opts o = { .slots = 4, .slot_bytes = 4096 };
+    ndc_chan *ch;
+    th_ok(ndc_create(&ch, p.name, &o));
+    struct bridge c = start_bridge("tcp", "connect", free_port(), p.name, "--subscribe", NULL);
+    expect_exit(&c, 1, 20000);
+    cr_expect(strstr(c.text, "not a broadcast channel"), "%s", c.text);
+    ndc_free(ch);
+    cleanup(p.name);
 }
 
 /* ---- peers that are not bridges ------------------------------------------------- */

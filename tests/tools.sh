@@ -6,14 +6,16 @@
 # a bad option or file leaves no channel behind. ndchan-stat: --list shows a
 # stale channel, --gc --dry-run keeps it, --gc removes it, and a channel a
 # live process holds is never removed. --gc is given this test's own names
-# only, so a run never touches another program's channels.
+# only, so a run never touches another program's channels. ndchan-demo
+# --broadcast runs both policies; on its named channel, ndchan-stat shows
+# the two subscribers (their pids, in the plain, --json and --watch views).
 set -u
 T=$1
 MAKE_NPY=$2
 BENCH=${3:-}
 dir=$(mktemp -d)
 name=ndc-tools-test-$$
-trap 'rm -rf "$dir"; rm -f /dev/shm/$name /dev/shm/$name-b' EXIT
+trap 'rm -rf "$dir"; rm -f /dev/shm/$name /dev/shm/$name-b /dev/shm/$name-c' EXIT
 fails=0
 passes=0
 check() {   # check WHAT WANT_STATUS COMMAND...
@@ -47,6 +49,17 @@ check "demo --arrays abc" 2 "$T/ndchan-demo" --arrays abc; one_line "demo --arra
 check "demo --arrays 5x" 2 "$T/ndchan-demo" --arrays 5x
 check "demo extra argument" 2 "$T/ndchan-demo" extra; one_line "demo extra"
 check "demo runs" 0 "$T/ndchan-demo" --arrays 20 --busy-ms 1
+check "demo --policy sometimes" 2 "$T/ndchan-demo" --broadcast --policy sometimes; one_line "demo --policy"
+check "demo --slow-ms without --broadcast" 2 "$T/ndchan-demo" --slow-ms 3
+check "demo --broadcast --busy-ms" 2 "$T/ndchan-demo" --broadcast --busy-ms 3
+check "demo --broadcast runs" 0 "$T/ndchan-demo" --broadcast --arrays 60 --slow-ms 3 --produce-us 500
+for w in "policy block" "policy latest" "fast subscriber" "slow subscriber" "^latest "; do
+    grep -q "$w" "$dir/stdout" || { echo "FAIL: demo --broadcast does not say '$w'"; cat "$dir/stdout"; fails=$((fails + 1)); }
+done
+# block: the slow subscriber got every array; latest: it dropped some
+grep -q "slow subscriber.*received 60, dropped 0, seq 0..59 in order" "$dir/stdout" &&
+grep -q "slow subscriber.*dropped [1-9][0-9]*, seq .*newest" "$dir/stdout" ||
+    { echo "FAIL: demo --broadcast: block should lose nothing, latest should drop"; cat "$dir/stdout"; fails=$((fails + 1)); }
 check "stat two names" 2 "$T/ndchan-stat" a b
 check "stat --interval word" 2 "$T/ndchan-stat" --watch --interval soon x
 check "stat --dry-run alone" 2 "$T/ndchan-stat" --dry-run
@@ -97,6 +110,35 @@ check "stat --watch --count 2 --json" 0 "$T/ndchan-stat" --watch --count 2 --int
 [ "$(grep -c arrays_per_s "$dir/stdout")" -eq 2 ] || { echo "FAIL: --watch lines"; fails=$((fails + 1)); }
 check "save drains $name-b" 0 "$T/ndchan-save" -q -u "$name-b" "$dir/saved-b"
 wait $watcher
+
+# a broadcast channel's subscribers: the demo's named channel, while it runs
+"$T/ndchan-demo" --broadcast --policy block --name "$name-c" --arrays 1500 --slow-ms 2 >"$dir/demo-c" &
+demo=$!
+subs=0
+for i in $(seq 100); do   # until both subscribers are there, 5 s at most
+    "$T/ndchan-stat" --json "$name-c" >"$dir/stat-c" 2>/dev/null &&
+        subs=$(grep -o '"pid":' "$dir/stat-c" | wc -l)
+    [ "$subs" -eq 2 ] && break
+    sleep 0.05
+done
+[ "$subs" -eq 2 ] || { echo "FAIL: stat --json: $subs subscribers, want 2"; cat "$dir/stat-c"; fails=$((fails + 1)); }
+grep -q '"broadcast":true,"dropped":0,"subscribers":\[{"pid":[0-9]*,"position":[0-9]*,"lag":[0-9]*,"loans":[0-9]*,"received":[0-9]*,"dropped":0},{' "$dir/stat-c" ||
+    { echo "FAIL: stat --json: no subscriber list"; cat "$dir/stat-c"; fails=$((fails + 1)); }
+check "stat broadcast" 0 "$T/ndchan-stat" "$name-c"
+grep -q "broadcast: 2 subscribers" "$dir/stdout" && grep -q "PID  *POSITION  *LAG  *LOANS  *RECEIVED  *DROPPED" "$dir/stdout" &&
+[ "$(grep -c '^    [0-9][0-9]*  *[0-9]' "$dir/stdout")" -eq 2 ] ||
+    { echo "FAIL: stat: no subscriber table"; cat "$dir/stdout"; fails=$((fails + 1)); }
+check "stat --watch broadcast" 0 "$T/ndchan-stat" --watch --count 2 --interval 0.2 "$name-c"
+grep -q "subscribers 2" "$dir/stdout" && grep -q "ARRAYS/S" "$dir/stdout" ||
+    { echo "FAIL: stat --watch: no subscribers"; cat "$dir/stdout"; fails=$((fails + 1)); }
+check "stat --watch --json broadcast" 0 "$T/ndchan-stat" --watch --count 1 --json "$name-c"
+grep -q '"subscribers":\[{"pid":' "$dir/stdout" || { echo "FAIL: stat --watch --json: no subscribers"; cat "$dir/stdout"; fails=$((fails + 1)); }
+wait $demo || { echo "FAIL: demo --broadcast --name exit $?"; cat "$dir/demo-c"; fails=$((fails + 1)); }
+# the pids the demo names are the ones ndchan-stat showed
+for pid in $(sed -n 's/.*subscriber (pid \([0-9]*\).*/\1/p' "$dir/demo-c"); do
+    grep -q "\"pid\":$pid," "$dir/stat-c" || { echo "FAIL: subscriber $pid not in stat --json"; fails=$((fails + 1)); }
+done
+[ -e "/dev/shm/$name-c" ] && { echo "FAIL: demo --name left /dev/shm/$name-c"; fails=$((fails + 1)); }
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -35,6 +35,18 @@
  * than --link-timeout is reported the same way on both sides, the near one
  * saying how many arrays it could not deliver.
  *
+ * Broadcast. On a broadcast near channel the near bridge is one more
+ * subscriber (--subscribe): it gets every array from its subscription on,
+ * after the channel's history, and holds at most NDC_MAX_SUB_LOANS of them
+ * (fewer than the slots, so a latest-policy publisher always finds one to
+ * reuse). Under the latest policy it gets the newest array each time and
+ * skips the rest, so seqs may jump; HELLO says it is a subscriber, and the
+ * far side counts such gaps as skipped, not lost. A restarted near bridge
+ * subscribes anew: it gets the history again (the far side drops what it
+ * had) and what was published while no bridge was subscribed is not for it.
+ * The far channel is what the listen side was told to make (--broadcast,
+ * --history, --policy) or what it finds.
+ *
  * Waiting. One thread per bridge. The channel wait that detects dead peers
  * must sleep at least one 40 ms liveness slice (the library sweeps dead
  * peers between slices), so a bridge with nothing in flight sleeps in
@@ -140,6 +152,9 @@ struct near {
     uint64_t      expect;
     uint64_t      arrays, bytes;
     int64_t       down_since, t0;
+    int           subscriber;        /* a subscriber of a broadcast channel */
+    uint64_t      next_seq;          /* subscriber: the seq it takes next unless it skips */
+    uint64_t      skipped;           /* latest policy: arrays the library passed over for us */
 };
 
 static void near_on_err(void *arg, ucp_ep_h ep, ucs_status_t s)
@@ -210,7 +225,8 @@ static int near_try_connect(struct near *n)
         return -1;
     }
     unsigned char hb[BW_HELLO_SIZE];
-    struct bw_hello h = { .conn = n->conn, .slots = n->slots, .slot_bytes = n->slot_bytes };
+    struct bw_hello h = { .conn = n->conn, .slots = n->slots, .slot_bytes = n->slot_bytes,
+                          .flags = n->subscriber ? BW_HELLO_SUBSCRIBER : 0 };
     snprintf(h.chan, sizeof h.chan, "%s", n->o->chan);
     bw_hello_encode(hb, &h);
     struct bu_req rs;
@@ -297,19 +313,46 @@ static void near_handle_ctl(struct near *n)
     bu_recv(&n->u, n->cbuf, sizeof n->cbuf, bw_tag(BW_CTL, n->conn, 0), BW_MASK_CONN, NULL, &n->rc);
 }
 
+/* Attach to the near channel: a receiver of a work queue, a subscriber of
+ * a broadcast channel (--subscribe), and a clear word when the two do not
+ * match. */
 static int near_attach(struct near *n)
 {
-    if (n->o->subscribe) {
-        /* Broadcast channels (every subscriber sees every array) are not in
-         * the library yet. When they are, this is the one place to change:
-         * attach as a subscriber; everything after sees the same loans. */
-        say("--subscribe: broadcast channels are not supported by this ndchan yet");
-        return -ENOTSUP;
-    }
     int64_t t = n->o->open_timeout < 0 ? NDC_FOREVER : (int64_t)(n->o->open_timeout * 1e9);
     int r = ndc_open_wait(&n->ch, n->o->chan, NDC_RDONLY, t);
-    if (r)
+    if (r) {
         say("%s: %s (%s)", n->o->chan, ndc_strerror(r), ndc_last_error());
+        return r;
+    }
+    struct ndc_stat st;
+    if ((r = ndc_stat(n->ch, &st)) == 0 && st.broadcast && !n->o->subscribe) {
+        say("%s is a broadcast channel: every subscriber gets every array. Run with --subscribe "
+            "to forward them all as one more subscriber", n->o->chan);
+        r = -EINVAL;
+    } else if (r == 0 && !st.broadcast && n->o->subscribe) {
+        say("--subscribe: %s is a work queue, not a broadcast channel (each array goes to one "
+            "receiver): drop --subscribe to forward what this bridge receives", n->o->chan);
+        r = -EINVAL;
+    } else if (r == 0 && st.broadcast && (r = ndc_subscribe(n->ch)) == 0) {
+        n->subscriber = 1;
+        /* where our subscription starts (history included): what we get
+         * past that, the library skipped for us */
+        struct ndc_sub_stat subs[NDC_MAX_PEERS];
+        int k = ndc_subscribers(n->ch, subs, NDC_MAX_PEERS);
+        n->next_seq = UINT64_MAX;
+        for (int i = 0; i < k && i < NDC_MAX_PEERS; i++)
+            if (subs[i].pid == getpid() && subs[i].position < n->next_seq)
+                n->next_seq = subs[i].position;
+        if (n->next_seq == UINT64_MAX)
+            n->next_seq = 0;
+        info("subscribed to broadcast channel %s (%u subscribers now)", n->o->chan, st.subscribers + 1);
+    }
+    if (r && r != -EINVAL)
+        say("%s: %s (%s)", n->o->chan, ndc_strerror(r), ndc_last_error());
+    if (r) {
+        ndc_free(n->ch);
+        n->ch = NULL;
+    }
     return r;
 }
 
@@ -327,6 +370,13 @@ int bridge_connect(const struct bridge_opts *o)
     n.slots = st.slots;
     n.slot_bytes = st.slot_bytes;
     n.cap = st.slots;
+    if (n.subscriber) {
+        /* a subscriber's loans are bounded; two slots stay for a latest-policy
+         * publisher, which never reuses the newest array nor one being read */
+        n.cap = st.slots > 2 ? st.slots - 2 : 1;
+        if (n.cap > NDC_MAX_SUB_LOANS)
+            n.cap = NDC_MAX_SUB_LOANS;
+    }
     n.ring = calloc(n.cap, sizeof *n.ring);
     if (!n.ring || bu_init(&n.u, err, sizeof err)) {
         say("%s", n.ring ? err : "out of memory");
@@ -394,8 +444,13 @@ int bridge_connect(const struct bridge_opts *o)
             break;
         }
         if (n.closed) {
-            info("end of stream carried: %llu arrays, %.1f MiB", (unsigned long long)n.arrays,
-                 (double)n.bytes / 1048576);
+            if (n.skipped)
+                info("end of stream carried: %llu arrays, %.1f MiB; %llu skipped as a latest-policy "
+                     "subscriber (it forwards the newest array each time)", (unsigned long long)n.arrays,
+                     (double)n.bytes / 1048576, (unsigned long long)n.skipped);
+            else
+                info("end of stream carried: %llu arrays, %.1f MiB", (unsigned long long)n.arrays,
+                     (double)n.bytes / 1048576);
             break;
         }
         if ((n.eos || n.dead) && n.head == n.tail) {
@@ -421,11 +476,18 @@ int bridge_connect(const struct bridge_opts *o)
             struct nent *e = nat(&n, n.tail);
             int r = ndc_acquire(n.ch, &e->a, t);
             if (r == 0) {
-                if (n.have_expect && e->a.seq > n.expect)
+                if (n.have_expect && e->a.seq > n.expect && n.subscriber)
+                    say("seq %llu..%llu never reached the far side: they were published while no bridge "
+                        "was subscribed, beyond the channel's history",
+                        (unsigned long long)n.expect, (unsigned long long)e->a.seq - 1);
+                else if (n.have_expect && e->a.seq > n.expect)
                     say("seq %llu..%llu never reached the far side: the previous near bridge died holding "
                         "them, and the library gives a dead receiver's loans back as free slots",
                         (unsigned long long)n.expect, (unsigned long long)e->a.seq - 1);
                 n.have_expect = 0;
+                if (n.subscriber && e->a.seq > n.next_seq)
+                    n.skipped += e->a.seq - n.next_seq;
+                n.next_seq = e->a.seq + 1;
                 struct bw_hdr h;
                 bw_hdr_from_array(&h, &e->a);
                 bw_hdr_encode(e->hdr, &h);
@@ -512,6 +574,8 @@ struct far {
     uint64_t      arrays, bytes;
     int64_t       down_since, t0;
     int           ever;
+    int           near_subscriber;   /* HELLO: seqs may skip, and that is no loss */
+    uint64_t      skipped;           /* arrays the near subscriber skipped */
 };
 
 static void far_on_err(void *arg, ucp_ep_h ep, ucs_status_t s)
@@ -631,7 +695,9 @@ static int far_open(struct far *f, const struct bw_hello *h, char *why, size_t w
     int r = ndc_open(&f->ch, f->o->chan, 0);
     if (r == -ENOENT) {
         struct ndc_chan_opts co = { .slots = f->o->slots ? f->o->slots : h->slots,
-                                    .slot_bytes = f->o->slot_bytes ? f->o->slot_bytes : h->slot_bytes };
+                                    .slot_bytes = f->o->slot_bytes ? f->o->slot_bytes : h->slot_bytes,
+                                    .flags = f->o->broadcast ? NDC_BROADCAST : 0,
+                                    .history = f->o->history, .slow_policy = f->o->slow_policy };
         r = ndc_create(&f->ch, f->o->chan, &co);
         fresh = r == 0;
         if (r == -EEXIST)
@@ -645,6 +711,9 @@ static int far_open(struct far *f, const struct bw_hello *h, char *why, size_t w
     ndc_stat(f->ch, &st);
     f->slots = st.slots;
     f->slot_bytes = st.slot_bytes;
+    if (!fresh && f->o->broadcast && !st.broadcast)
+        info("far channel %s exists as a work queue: --broadcast applies only to a channel this "
+             "bridge creates", f->o->chan);
     f->window = f->o->window && f->o->window < st.slots ? f->o->window : st.slots;
     f->pool = calloc(f->window, sizeof *f->pool);
     f->pend = calloc(f->window, sizeof *f->pend);
@@ -657,8 +726,8 @@ static int far_open(struct far *f, const struct bw_hello *h, char *why, size_t w
         snprintf(why, whylen, "resume record for %s: %s", f->o->chan, strerror(-r));
         return r;
     }
-    info("%s far channel %s: %u slots x %llu B", fresh ? "created" : "opened", f->o->chan,
-         f->slots, (unsigned long long)f->slot_bytes);
+    info("%s far channel %s: %u slots x %llu B%s", fresh ? "created" : "opened", f->o->chan,
+         f->slots, (unsigned long long)f->slot_bytes, st.broadcast ? ", broadcast" : "");
     return 0;
 }
 
@@ -696,6 +765,7 @@ static int far_handshake(struct far *f)
         far_drop(f);
     }
     uint64_t last = 0;
+    f->near_subscriber = !!(h.flags & BW_HELLO_SUBSCRIBER);
     f->have_last = bs_last(f->st, f->ch, h.chan, &last);
     f->last = f->have_last ? last : 0;
     r = far_top_up(f, 0);
@@ -775,7 +845,9 @@ static int far_commit_ready(struct far *f)
             f->ungranted++;
             continue;
         }
-        if (f->have_last && e->h.seq > f->last + 1)
+        if (f->have_last && e->h.seq > f->last + 1 && f->near_subscriber)
+            f->skipped += e->h.seq - f->last - 1;   /* not for the near subscriber: no loss */
+        else if (f->have_last && e->h.seq > f->last + 1)
             say("seq %llu..%llu never reached this bridge: the near bridge died holding them",
                 (unsigned long long)f->last + 1, (unsigned long long)e->h.seq - 1);
         struct ndc_array a;
@@ -926,6 +998,9 @@ int bridge_listen(const struct bridge_opts *o)
             if (f.fin == BW_CLOSE) {
                 info("end of stream: %llu arrays, %.1f MiB; %s closed", (unsigned long long)f.arrays,
                      (double)f.bytes / 1048576, o->chan);
+                if (f.skipped)
+                    info("%llu arrays were skipped by the near side, a subscriber of a latest-policy "
+                         "broadcast channel", (unsigned long long)f.skipped);
                 ret = BRIDGE_OK;
             } else {
                 say("the producers of the near channel died: detaching from %s without closing it, "

@@ -14,6 +14,9 @@ struct bridge_opts {
     double      open_timeout;/* connect: seconds to wait for the local channel (< 0 forever) */
     double      stat_every;  /* seconds between progress lines; 0 = none */
     int         subscribe;   /* connect: attach as a subscriber of a broadcast channel */
+    int         broadcast;   /* listen: a channel it creates is a broadcast one, */
+    uint32_t    history;     /* with this history */
+    uint32_t    slow_policy; /* and this enum ndc_slow_policy */
     int         quiet;
 };
 

@@ -95,6 +95,7 @@ size_t bw_hello_encode(unsigned char *b, const struct bw_hello *m)
     memset(b, 0, BW_HELLO_SIZE);
     preamble(b, BW_HELLO, BW_HELLO_SIZE);
     put16(b + 16, m->conn);
+    put16(b + 18, m->flags);
     put32(b + 20, m->slots);
     put64(b + 24, m->slot_bytes);
     snprintf((char *)b + 32, BW_NAME_LEN, "%s", m->chan);
@@ -112,8 +113,9 @@ int bw_hello_decode(const unsigned char *b, size_t n, struct bw_hello *m, char *
     h.conn = get16(b + 16);
     h.slots = get32(b + 20);
     h.slot_bytes = get64(b + 24);
-    if (get16(b + 18) != 0)
-        return fail(-EBADMSG, why, whylen, "HELLO: nonzero padding");
+    h.flags = get16(b + 18);
+    if (h.flags & ~BW_HELLO_FLAGS)
+        return fail(-EBADMSG, why, whylen, "HELLO: unknown flags 0x%x", (unsigned)(h.flags & ~BW_HELLO_FLAGS));
     if (h.slots == 0 || h.slots > NDC_MAX_SLOTS || h.slot_bytes == 0 || h.slot_bytes > NDC_MAX_SLOT_BYTES)
         return fail(-EBADMSG, why, whylen, "HELLO: geometry %u x %llu out of range", h.slots,
                     (unsigned long long)h.slot_bytes);

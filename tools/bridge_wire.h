@@ -31,7 +31,7 @@
 #include "ndchan.h"
 
 #define BW_MAGIC   0x4244434eu          /* "NCDB" read as little-endian bytes */
-#define BW_VERSION 1u
+#define BW_VERSION 2u                   /* 2: HELLO's flags */
 
 enum bw_kind {
     BW_HELLO = 1, BW_HELLO_ACK, BW_HDR, BW_DATA,
@@ -55,10 +55,17 @@ static inline uint16_t bw_tag_conn(uint64_t tag) { return (uint16_t)(tag >> BW_C
 #define BW_NAME_LEN 208   /* > NDC_NAME_MAX, so any channel name fits with its NUL */
 #define BW_TEXT_LEN 160
 
+/* HELLO flags */
+#define BW_HELLO_SUBSCRIBER 1u   /* the near bridge is a subscriber of a broadcast channel:
+                                    seqs may skip (latest policy; arrays published while
+                                    no bridge was subscribed), and that is no loss */
+#define BW_HELLO_FLAGS      BW_HELLO_SUBSCRIBER
+
 /* near -> far: who I am, what I carry */
 struct bw_hello {
     uint32_t version;
     uint16_t conn;
+    uint16_t flags;          /* BW_HELLO_*; other bits are refused */
     uint32_t slots;          /* the near channel's geometry: the default for a far */
     uint64_t slot_bytes;     /* channel the far bridge creates */
     char     chan[BW_NAME_LEN];   /* the near channel's name (the resume key) */

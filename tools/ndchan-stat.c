@@ -11,7 +11,12 @@
  * that used it is gone, and only its name keeps it (a producer that was
  * killed before ndc_unlink; a run that did not clean up). --gc removes
  * exactly those, never a channel that a live process holds. Files of the
- * shm directory that are not ndchan channels are left alone, silently. */
+ * shm directory that are not ndchan channels are left alone, silently.
+ *
+ * A broadcast channel's subscribers are listed one by one (ndc_subscribers):
+ * pid, position (the seq of the next array it takes), lag (arrays committed
+ * it has not taken), loans, received and dropped (skipped under the latest
+ * policy); ndchan-stat itself never subscribes. */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -34,9 +39,12 @@ static const char help[] =
     "       ndchan-stat --list [--json]\n"
     "       ndchan-stat --gc [--dry-run] [--json] [NAME...]\n"
     "The state of ndchan channels: slots free, ready and on loan, processes\n"
-    "attached, whether the consumer is idle or the producer held back.\n"
+    "attached, whether the consumer is idle or the producer held back; for a\n"
+    "broadcast channel, each subscriber: pid, position (the seq of the next array\n"
+    "it takes), lag (arrays it has not taken yet), loans, received, dropped.\n"
     "  -w, --watch         a live view: arrays/s and GB/s, slots as a bar,\n"
-    "                      receivers idle or busy, senders blocked (Ctrl-C ends it)\n"
+    "                      receivers idle or busy, senders blocked, subscribers\n"
+    "                      with their arrays/s (Ctrl-C ends it)\n"
     "  -i, --interval S    seconds between refreshes, 0.05..3600 (default 1)\n"
     "  -n, --count N       stop after N refreshes (default: until the stream\n"
     "                      ends and every other process has detached)\n"
@@ -53,6 +61,8 @@ struct snap {
     struct ndc_stat s;
     unsigned others;        /* processes attached besides ndchan-stat */
     double t;
+    int nsubs;              /* broadcast: subscribers listed in subs */
+    struct ndc_sub_stat subs[NDC_MAX_PEERS];
 };
 
 static double now(void)
@@ -69,7 +79,48 @@ static int take(ndc_chan *ch, struct snap *p)
         return r;
     p->others = p->s.attached > 0 ? p->s.attached - 1 : 0;   /* not counting ourselves */
     p->t = now();
+    p->nsubs = 0;
+    if (p->s.broadcast) {
+        r = ndc_subscribers(ch, p->subs, NDC_MAX_PEERS);
+        if (r < 0)
+            return r;
+        p->nsubs = r < NDC_MAX_PEERS ? r : NDC_MAX_PEERS;
+    }
     return 0;
+}
+
+/* The received count of subscriber pid in an earlier snapshot; -1: not there. */
+static int64_t received_before(const struct snap *p, int32_t pid)
+{
+    for (int i = 0; i < p->nsubs; i++)
+        if (p->subs[i].pid == pid)
+            return (int64_t)p->subs[i].received;
+    return -1;
+}
+
+/* The subscribers as a table, one line each (prev: with arrays/s since
+ * then). Returns the lines printed. */
+static int print_subs(const struct snap *p, const struct snap *prev)
+{
+    if (!p->nsubs)
+        return 0;
+    printf("    %-8s %10s %8s %5s %10s %10s%s\n", "PID", "POSITION", "LAG", "LOANS", "RECEIVED",
+           "DROPPED", prev ? "   ARRAYS/S" : "");
+    for (int i = 0; i < p->nsubs; i++) {
+        const struct ndc_sub_stat *u = &p->subs[i];
+        printf("    %-8d %10" PRIu64 " %8" PRIu64 " %5u %10" PRIu64 " %10" PRIu64, (int)u->pid,
+               u->position, u->lag, u->loans, u->received, u->dropped);
+        if (prev) {
+            int64_t before = received_before(prev, u->pid);
+            double dt = p->t - prev->t;
+            if (before >= 0 && dt > 0 && u->received >= (uint64_t)before)
+                printf(" %10.1f", (double)(u->received - (uint64_t)before) / dt);
+            else
+                printf(" %10s", "-");
+        }
+        putchar('\n');
+    }
+    return 1 + p->nsubs;
 }
 
 static const char *state_of(const struct ndc_stat *s)
@@ -87,14 +138,19 @@ static void print_text(const char *name, const struct snap *p)
            s->slots, cli_bytes(s->slot_bytes, b, sizeof b), s->free, s->ready, s->loaned,
            p->others, s->stale ? "; STALE (every process that used it is gone)"
                       : s->closed ? "; CLOSED (end of stream)" : "");
-    printf("  sent %" PRIu64 " arrays (%s), received %" PRIu64 "\n", s->sent,
-           cli_bytes(s->bytes_sent, b, sizeof b), s->received);
+    printf("  sent %" PRIu64 " arrays (%s), received %" PRIu64 "%s\n", s->sent,
+           cli_bytes(s->bytes_sent, b, sizeof b), s->received,
+           s->broadcast ? " (by the subscribers attached, summed)" : "");
+    if (s->broadcast)
+        printf("  broadcast: %u subscriber%s, %" PRIu64 " array%s dropped\n", s->subscribers,
+               s->subscribers == 1 ? "" : "s", s->dropped, s->dropped == 1 ? "" : "s");
     if (s->receivers_waiting)
         printf("  %u receiver(s) asleep on an empty channel: the consumer is idle\n",
                s->receivers_waiting);
     if (s->senders_waiting)
         printf("  %u sender(s) asleep on a full channel: backpressure, the consumer is behind\n",
                s->senders_waiting);
+    print_subs(p, NULL);
 }
 
 static void json_fields(const struct snap *p)
@@ -107,6 +163,17 @@ static void json_fields(const struct snap *p)
            state_of(s), s->slots, s->slot_bytes, s->free, s->ready, s->loaned, p->others,
            s->receivers_waiting, s->senders_waiting, s->closed ? "true" : "false",
            s->stale ? "true" : "false", s->sent, s->received, s->bytes_sent);
+    printf(",\"broadcast\":%s", s->broadcast ? "true" : "false");
+    if (!s->broadcast)
+        return;
+    printf(",\"dropped\":%" PRIu64 ",\"subscribers\":[", s->dropped);
+    for (int i = 0; i < p->nsubs; i++) {
+        const struct ndc_sub_stat *u = &p->subs[i];
+        printf("%s{\"pid\":%d,\"position\":%" PRIu64 ",\"lag\":%" PRIu64 ",\"loans\":%u,"
+               "\"received\":%" PRIu64 ",\"dropped\":%" PRIu64 "}", i ? "," : "", (int)u->pid,
+               u->position, u->lag, u->loans, u->received, u->dropped);
+    }
+    putchar(']');
 }
 
 static void print_json(const char *name, const struct snap *p)
@@ -142,8 +209,8 @@ static void bar(char *out, const struct ndc_stat *s)
 
 static int watch_lines;   /* lines drawn last time, to redraw in place */
 
-static void draw_watch(const char *name, const struct snap *p, double arrays_s, double gb_s,
-                       int json, int tty)
+static void draw_watch(const char *name, const struct snap *p, const struct snap *prev,
+                       double arrays_s, double gb_s, int json, int tty)
 {
     const struct ndc_stat *s = &p->s;
     if (json) {
@@ -179,6 +246,10 @@ static void draw_watch(const char *name, const struct snap *p, double arrays_s, 
     else
         printf("  senders    not blocked\n");
     watch_lines = 5;
+    if (s->broadcast) {
+        printf("  subscribers %u, %" PRIu64 " arrays dropped\n", s->subscribers, s->dropped);
+        watch_lines += 1 + print_subs(p, prev);
+    }
     if (!tty)
         putchar('\n');
     fflush(stdout);
@@ -190,7 +261,7 @@ static int one_channel(const char *name, int json, int watch, double interval, l
     int r = ndc_open(&ch, name, NDC_RDONLY);
     if (r)
         return cli_fail(r, name);
-    struct snap prev, cur;
+    static struct snap prev, cur;   /* with every subscriber: too big for the stack */
     if ((r = take(ch, &prev))) {
         ndc_free(ch);
         return cli_fail(r, "ndc_stat");
@@ -213,10 +284,12 @@ static int one_channel(const char *name, int json, int watch, double interval, l
         double dt = cur.t - prev.t;
         double arrays_s = i && dt > 0 ? (double)(cur.s.sent - prev.s.sent) / dt : 0;
         double gb_s = i && dt > 0 ? (double)(cur.s.bytes_sent - prev.s.bytes_sent) / dt / 1e9 : 0;
-        draw_watch(name, &cur, arrays_s, gb_s, json, tty);
+        draw_watch(name, &cur, i ? &prev : NULL, arrays_s, gb_s, json, tty);
         prev = cur;
-        /* nothing more will happen: drained after the end, and alone */
-        if (count < 0 && cur.s.closed && cur.s.stale && !cur.s.ready && !cur.s.loaned)
+        /* nothing more will happen: drained after the end, and alone (a
+         * broadcast channel keeps its last arrays as history: ready) */
+        if (count < 0 && cur.s.closed && cur.s.stale && (!cur.s.ready || cur.s.broadcast) &&
+            !cur.s.loaned)
             break;
     }
     ndc_free(ch);
@@ -348,7 +421,9 @@ static int gc(int dry_run, int json, char **names, int nnames)
         if (r)
             rc = 1;
         const struct ndc_stat *s = &e[i].p.s;
-        uint64_t lost = s->sent - s->received;
+        /* a broadcast channel's arrays are for whoever subscribes: none is
+         * owed to a receiver, and its counts went with its subscribers */
+        uint64_t lost = s->broadcast ? 0 : s->sent - s->received;
         if (json) {
             printf("%s\n {\"name\":", any ? "," : "");
             cli_json_str(e[i].name);
@@ -360,6 +435,10 @@ static int gc(int dry_run, int json, char **names, int nnames)
             putchar('}');
         } else if (r) {
             fprintf(stderr, "%s: %s: %s\n", cli_prog(), e[i].name, ndc_strerror(r));
+        } else if (s->broadcast) {
+            printf("%s %s (%s, a broadcast channel of %" PRIu64 " arrays)\n",
+                   dry_run ? "would remove" : "removed", e[i].name,
+                   s->closed ? "closed" : "never closed", s->sent);
         } else {
             printf("%s %s (%s, %" PRIu64 " arrays never received)\n",
                    dry_run ? "would remove" : "removed", e[i].name,

@@ -28,34 +28,65 @@ exception leaves it, or the last view of it is gone). After the commit the
 array belongs to the receivers: the array the block bound is made read-only,
 and views of it must not be used any more.
 
+Broadcast (publish/subscribe): every subscriber gets every array, zero copy.
+
+    pub = ndchan.Channel.create("frames", slots=8, slot_bytes=1 << 20,
+                                broadcast=True, history=2, slow_policy="block")
+    sub = ndchan.Channel.open("frames", subscribe=True)   # or sub.subscribe()
+    pub.wait_subscribers(2, timeout=10)      # before publishing, if none may miss the start
+    pub.send(frame)                          # every subscriber gets it
+    for a in sub: ...                        # in commit order, until end of stream
+    pub.subscribers()                        # [Subscriber(pid, loans, position, lag, received, dropped)]
+
+    v = ndchan.LatestValue((3,), np.float64)  # multiprocessing.Value/Array's counterpart
+    v.set([1.0, 2.0, 3.0])                   # never waits for readers
+    v.get()                                  # the newest value (a new array)
+
 The C library's own calls are in ndchan._ndchan; errors are EndOfStream
 (an EOFError), ChannelClosed (sending after close: an EndOfStream and a
 BrokenPipeError), PeerDead (OSError EOWNERDEAD: every peer on the other side
-is gone) and OSError with the errno and the library's detail text
-(TimeoutError for a timeout, BlockingIOError for timeout=0 and nothing to do).
+is gone), TooManyLoans (OSError ENOBUFS: a broadcast subscriber holds
+MAX_SUB_LOANS loans already) and OSError with the errno and the library's
+detail text (TimeoutError for a timeout, BlockingIOError for timeout=0 and
+nothing to do).
 """
 import collections
+import operator
 import os
 import pickle
 import queue as _queue
 import sys
+import time
 
 from . import _ndchan
-from ._ndchan import ChannelClosed, EndOfStream, PeerDead, unlink, strerror, npy_write as _npy_write
+from ._ndchan import ChannelClosed, EndOfStream, PeerDead, TooManyLoans, unlink, strerror
+from ._ndchan import npy_write as _npy_write
 from ._ndchan import pin_cpu, suggest_cpus
 
-__all__ = ["Channel", "Queue", "EndOfStream", "ChannelClosed", "PeerDead", "Stat", "Message",
-           "unlink", "strerror", "npy_write", "pin_cpu", "suggest_cpus", "RDONLY", "POPULATE",
-           "HUGEPAGES"]
+__all__ = ["Channel", "Queue", "LatestValue", "EndOfStream", "ChannelClosed", "PeerDead",
+           "TooManyLoans", "Stat", "Subscriber", "Message", "unlink", "strerror", "npy_write",
+           "pin_cpu", "suggest_cpus", "RDONLY", "POPULATE", "HUGEPAGES", "SUBSCRIBE",
+           "SLOW_BLOCK", "SLOW_LATEST", "MAX_SUB_LOANS"]
 
 __version__ = _ndchan.library_version
 RDONLY = _ndchan.RDONLY
 POPULATE = _ndchan.POPULATE
 HUGEPAGES = _ndchan.HUGEPAGES
+SUBSCRIBE = _ndchan.SUBSCRIBE
+SLOW_BLOCK = _ndchan.SLOW_BLOCK
+SLOW_LATEST = _ndchan.SLOW_LATEST
+MAX_SUB_LOANS = _ndchan.MAX_SUB_LOANS
 DEFAULT_SLOT_BYTES = 64 << 20
+_POLICIES = {"block": SLOW_BLOCK, "latest": SLOW_LATEST, SLOW_BLOCK: SLOW_BLOCK, SLOW_LATEST: SLOW_LATEST}
 
+# broadcast, subscribers and dropped: broadcast channels (subscribers attached
+# now; received and dropped sum theirs)
 Stat = collections.namedtuple("Stat", "slots free ready loaned attached receivers_waiting senders_waiting "
-                                      "closed stale sent received bytes_sent slot_bytes")
+                                      "closed stale sent received bytes_sent slot_bytes "
+                                      "broadcast subscribers dropped")
+# one subscriber of a broadcast channel (Channel.subscribers): position is the
+# seq of the next array it takes, lag the arrays committed it has not taken
+Subscriber = collections.namedtuple("Subscriber", "pid loans position lag received dropped")
 Message = collections.namedtuple("Message", "array tag seq")
 RecvInfo = collections.namedtuple("RecvInfo", "shape dtype tag seq")
 
@@ -225,29 +256,67 @@ class Channel(_ndchan._Channel):
 
     @classmethod
     def create(cls, name=None, *, slots=4, slot_bytes=DEFAULT_SLOT_BYTES, mode=0o600, populate=False,
-               hugepages=False, spin_ns=0, numa_policy=0, numa_node=0, numa_nodeset=0):
+               hugepages=False, spin_ns=0, numa_policy=0, numa_node=0, numa_nodeset=0,
+               broadcast=False, history=0, slow_policy="block"):
         """A new channel: anonymous (name None: a memfd, shared with children
         by fork or by pickling, which passes the fd) or named (a POSIX shm
         object that other processes open by name; remove it with unlink()).
-        mode: the shm file's permission bits (named channels)."""
-        flags = (POPULATE if populate else 0) | (HUGEPAGES if hugepages else 0)
+        mode: the shm file's permission bits (named channels).
+
+        broadcast=True: publish/subscribe, every subscriber gets every array
+        (a work queue otherwise: each array goes to one receiver). history:
+        the last arrays a late subscriber gets first, 0..slots-1.
+        slow_policy: "block" (lossless: the slowest subscriber sets the
+        pace) or "latest" (the publisher never waits; a slow subscriber gets
+        the newest array it has not had, the ones it skipped are counted in
+        its `dropped`)."""
+        policy = _POLICIES.get(slow_policy)
+        if policy is None:
+            raise ValueError("slow_policy must be 'block' or 'latest', not %r" % (slow_policy,))
+        if not broadcast and (history or policy != SLOW_BLOCK):
+            raise ValueError("history and slow_policy are options of broadcast channels "
+                             "(broadcast=True)")
+        flags = (POPULATE if populate else 0) | (HUGEPAGES if hugepages else 0) | \
+            (_ndchan.BROADCAST if broadcast else 0)
         return cls._create(name, slots, slot_bytes, flags, spin_ns, mode, numa_policy, numa_node,
-                           numa_nodeset)
+                           numa_nodeset, history, policy)
 
     @classmethod
-    def open(cls, name, *, readonly=False, timeout=0):
+    def open(cls, name, *, readonly=False, subscribe=False, timeout=0):
         """Attach to a named channel, waiting up to `timeout` seconds (None:
-        forever) for it to be created. readonly: receive only."""
-        return cls._open(name, RDONLY if readonly else 0, timeout)
+        forever) for it to be created. readonly: receive only. subscribe: a
+        subscriber of a broadcast channel from now on (OSError EINVAL on a
+        work queue)."""
+        return cls._open(name, _open_flags(readonly, subscribe), timeout)
 
     @classmethod
-    def from_fd(cls, fd, *, readonly=False):
+    def from_fd(cls, fd, *, readonly=False, subscribe=False):
         """Attach to the channel whose segment fd this is (the fd is duplicated)."""
-        return cls._open_fd(fd, RDONLY if readonly else 0)
+        return cls._open_fd(fd, _open_flags(readonly, subscribe))
 
     @property
     def readonly(self):
         return bool(self.flags & RDONLY)
+
+    # -- broadcast
+
+    def subscribers(self):
+        """Broadcast channels: each attached subscriber now, as a list of
+        Subscriber(pid, loans, position, lag, received, dropped) (use
+        ._asdict() for a dict). OSError EINVAL on a work queue."""
+        return [Subscriber(**d) for d in self._subscribers()]
+
+    def wait_subscribers(self, n, timeout=None):
+        """Wait until at least n subscribers are attached (a publisher that
+        must not start before its subscribers: arrays committed before a
+        subscriber subscribed, beyond the history, are not for it).
+        TimeoutError when `timeout` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.stat().subscribers < n:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("%d of %d subscribers attached after %g s"
+                                   % (self.stat().subscribers, n, timeout))
+            time.sleep(0.001)
 
     # -- copies
 
@@ -353,6 +422,14 @@ class Channel(_ndchan._Channel):
         return _open_dupfd, (reduction.DupFd(self.fd), self.readonly)
 
 
+def _open_flags(readonly, subscribe):
+    return (RDONLY if readonly else 0) | (SUBSCRIBE if subscribe else 0)
+
+
+# A subscription belongs to the process that made it (as loans do): a handle
+# passed to another process arrives unsubscribed there (its first acquire or
+# subscribe() subscribes it), so a child that only publishes never holds a
+# block-policy publisher back.
 def _open_named(name, readonly):
     return Channel.open(name, readonly=readonly)
 
@@ -373,6 +450,104 @@ def npy_write(array, path):
     if code == _ndchan.BF16:
         array = array.view(np.uint16)
     _npy_write(array, os.fspath(path), code)
+
+
+# ---- latest value: multiprocessing.Value / Array's counterpart ------------------------
+
+class LatestValue:
+    """One array of a fixed shape and dtype that a writer replaces whenever
+    it likes and readers read the newest of: multiprocessing.Value and
+    Array's counterpart, on a broadcast channel with history 1 and the
+    "latest" policy (see ndc_subscribe(3)).
+
+        v = ndchan.LatestValue((3,), np.float64)          # anonymous, 0 at first
+        v = ndchan.LatestValue((3,), "float64", "pose")   # named: LatestValue.open("pose")
+        v.set(x)            # a copy in; never waits for readers; x broadcast to the shape
+        v.get()             # the newest value, a new array (the same value again if
+                            # nothing newer was set since this handle's last get)
+        v.wait(timeout)     # a value newer than this handle's last one (TimeoutError)
+
+    It pickles to child processes as Channel does (every start method).
+    Values are copies: readers never hold a slot, so the writer never waits.
+    seq is the channel's commit count of the value last returned (the
+    initial value is 0)."""
+
+    def __init__(self, shape, dtype, name=None, *, initial=0, slots=4, mode=0o600, _channel=None):
+        np = _numpy()
+        try:
+            self.shape = (operator.index(shape),)     # an int, numpy's included
+        except TypeError:
+            self.shape = tuple(operator.index(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        _code(self.dtype)
+        self._last = None
+        self.seq = None
+        if _channel is not None:
+            self._ch = _channel
+            return
+        nbytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        self._ch = Channel.create(name, slots=slots, slot_bytes=max(nbytes, 1), mode=mode,
+                                  broadcast=True, history=1, slow_policy="latest")
+        self.set(initial)
+
+    @classmethod
+    def open(cls, name, shape, dtype, *, timeout=0):
+        """Attach to a named latest value created elsewhere (waiting up to
+        `timeout` seconds for it to exist)."""
+        return cls(shape, dtype, _channel=Channel.open(name, timeout=timeout))
+
+    @property
+    def channel(self):
+        return self._ch
+
+    def set(self, value):
+        """Publish a new value (anything numpy broadcasts to the shape). Never waits for readers."""
+        np = _numpy()
+        a = np.broadcast_to(np.asarray(value, dtype=self.dtype), self.shape)
+        self._ch.send(a)
+
+    def _take(self, timeout):
+        m = self._ch.recv_msg(timeout)
+        if m.array.shape != self.shape or m.array.dtype != self.dtype:
+            raise TypeError("the channel holds a %s %s array, not %s %s" % (
+                m.array.shape, m.array.dtype, self.shape, self.dtype))
+        self._last, self.seq = m.array, m.seq
+        return m.array.copy()
+
+    def get(self, timeout=None):
+        """The newest value, as a new array. Waits (up to `timeout` seconds)
+        only when there has never been one."""
+        try:
+            return self._take(0)
+        except BlockingIOError:
+            if self._last is None:
+                return self._take(timeout)
+            return self._last.copy()
+
+    def wait(self, timeout=None):
+        """The next value newer than the last one this handle returned."""
+        return self._take(timeout)
+
+    def detach(self):
+        self._ch.detach()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+        return False
+
+    def __reduce__(self):
+        return _latest_value, (self._ch, self.shape, self.dtype.str)
+
+    def __repr__(self):
+        return "<ndchan.LatestValue %s %s%s>" % (self.shape, self.dtype,
+                                                 "" if self._ch.name is None else " %r" % self._ch.name)
+
+
+def _latest_value(ch, shape, dtype):
+    return LatestValue(shape, dtype, _channel=ch)
 
 
 # ---- the drop-in for multiprocessing.Queue ---------------------------------------------

@@ -37,7 +37,7 @@
 #define SLICE_NS 50000000LL                /* 50 ms: Ctrl-C well within 100 ms */
 #define NOGIL_COPY_BYTES (64 * 1024)       /* copies at least this big release the GIL */
 
-static PyObject *EndOfStream, *ChannelClosed, *PeerDead;
+static PyObject *EndOfStream, *ChannelClosed, *PeerDead, *TooManyLoans;
 static PyTypeObject *ChanType, *LoanType;
 
 /* ---- errors --------------------------------------------------------------- */
@@ -58,6 +58,8 @@ static PyObject *raise_ndc(int r, int sending)
         type = sending ? ChannelClosed : EndOfStream;
     else if (r == -EOWNERDEAD)
         type = PeerDead;
+    else if (r == -ENOBUFS)
+        type = TooManyLoans;
     PyObject *exc = type == EndOfStream ? PyObject_CallFunctionObjArgs(type, msg, NULL)
                                         : PyObject_CallFunction(type, "iO", -r, msg);
     Py_DECREF(msg);
@@ -485,21 +487,22 @@ static PyObject *chan_wrap(PyTypeObject *cls, ndc_chan *ch, PyObject *name, uint
 static PyObject *chan_create(PyObject *cls, PyObject *args, PyObject *kw)
 {
     static char *kwl[] = {"name", "slots", "slot_bytes", "flags", "spin_ns", "mode",
-                          "numa_policy", "numa_node", "numa_nodeset", NULL};
+                          "numa_policy", "numa_node", "numa_nodeset", "history", "slow_policy", NULL};
     PyObject *name = Py_None;
-    unsigned int slots = 0, flags = 0, mode = 0, numa_policy = 0;
+    unsigned int slots = 0, flags = 0, mode = 0, numa_policy = 0, history = 0, slow_policy = 0;
     unsigned long long slot_bytes = 0, nodeset = 0;
     long long spin = 0;
     int node = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OIKILIIiK", kwl, &name, &slots, &slot_bytes, &flags,
-                                     &spin, &mode, &numa_policy, &node, &nodeset))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OIKILIIiKII", kwl, &name, &slots, &slot_bytes, &flags,
+                                     &spin, &mode, &numa_policy, &node, &nodeset, &history, &slow_policy))
         return NULL;
     const char *cname = NULL;
     if (name != Py_None && !(cname = PyUnicode_AsUTF8AndSize(name, NULL)))
         return NULL;
     struct ndc_chan_opts o = {.slots = slots, .slot_bytes = slot_bytes, .flags = flags, .spin_ns = spin,
                               .mode = mode, .numa_policy = numa_policy, .numa_node = node,
-                              .numa_nodeset = nodeset};
+                              .numa_nodeset = nodeset, .history = history,
+                              .slow_policy = slow_policy};
     ndc_chan *ch = NULL;
     int r;
     Py_BEGIN_ALLOW_THREADS
@@ -843,13 +846,63 @@ static PyObject *chan_stat(ChanObject *self, PyObject *unused)
     int r = ndc_stat(ch, &s);
     if (r)
         return raise_ndc(r, 0);
-    return Py_BuildValue("{sIsIsIsIsIsIsIsNsNsKsKsKsK}", "slots", s.slots, "free", s.free, "ready", s.ready,
-                         "loaned", s.loaned, "attached", s.attached, "receivers_waiting",
+    return Py_BuildValue("{sIsIsIsIsIsIsIsNsNsKsKsKsKsNsIsK}", "slots", s.slots, "free", s.free,
+                         "ready", s.ready, "loaned", s.loaned, "attached", s.attached, "receivers_waiting",
                          s.receivers_waiting, "senders_waiting", s.senders_waiting, "closed",
                          PyBool_FromLong(s.closed), "stale", PyBool_FromLong(s.stale), "sent",
                          (unsigned long long)s.sent, "received", (unsigned long long)s.received,
                          "bytes_sent", (unsigned long long)s.bytes_sent, "slot_bytes",
-                         (unsigned long long)s.slot_bytes);
+                         (unsigned long long)s.slot_bytes, "broadcast", PyBool_FromLong(s.broadcast),
+                         "subscribers", s.subscribers, "dropped", (unsigned long long)s.dropped);
+}
+
+/* ---- channel: broadcast ------------------------------------------------------------ */
+
+static PyObject *chan_subscribe(ChanObject *self, PyObject *unused)
+{
+    ndc_chan *ch = chan_get(self);
+    if (!ch)
+        return NULL;
+    int r = ndc_subscribe(ch);
+    if (r)
+        return raise_ndc(r, 0);
+    self->flags |= NDC_SUBSCRIBE;
+    Py_RETURN_NONE;
+}
+
+/* subscribers() -> [dict(pid, loans, position, lag, received, dropped), ...] */
+static PyObject *chan_subscribers(ChanObject *self, PyObject *unused)
+{
+    ndc_chan *ch = chan_get(self);
+    if (!ch)
+        return NULL;
+    struct ndc_sub_stat subs[64], *out = subs;
+    uint32_t cap = 64;
+    int n;
+    for (;;) {   /* subscribers may come between two looks: grow until they fit */
+        n = ndc_subscribers(ch, out, cap);
+        if (n < 0 || (uint32_t)n <= cap)
+            break;
+        if (out != subs)
+            PyMem_Free(out);
+        cap = (uint32_t)n + 16;
+        if (!(out = PyMem_Calloc(cap, sizeof *out)))
+            return PyErr_NoMemory();
+    }
+    PyObject *l = n < 0 ? raise_ndc(n, 0) : PyList_New(0);
+    for (int i = 0; l && i < n; i++) {
+        PyObject *d = Py_BuildValue("{sisIsKsKsKsK}", "pid", (int)out[i].pid, "loans", out[i].loans,
+                                    "position", (unsigned long long)out[i].position, "lag",
+                                    (unsigned long long)out[i].lag, "received",
+                                    (unsigned long long)out[i].received, "dropped",
+                                    (unsigned long long)out[i].dropped);
+        if (!d || PyList_Append(l, d))
+            Py_CLEAR(l);
+        Py_XDECREF(d);
+    }
+    if (out != subs)
+        PyMem_Free(out);
+    return l;
 }
 
 static PyObject *chan_set_spin(ChanObject *self, PyObject *arg)
@@ -1008,7 +1061,7 @@ static PyObject *chan_numa_pin_near(ChanObject *self, PyObject *unused)
 static PyGetSetDef chan_getset[] = {
     {"fd", (getter)chan_get_fd, NULL, "the segment's file descriptor (owned by the channel)", NULL},
     {"name", (getter)chan_get_name, NULL, "the channel's name, or None if anonymous", NULL},
-    {"flags", (getter)chan_get_flags, NULL, "open flags (RDONLY)", NULL},
+    {"flags", (getter)chan_get_flags, NULL, "open flags (RDONLY, SUBSCRIBE)", NULL},
     {"detached", (getter)chan_get_detached, NULL, "detach() was called", NULL},
     {"loans", (getter)chan_get_loans, NULL, "live loans of this handle", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -1028,6 +1081,10 @@ static PyMethodDef chan_methods[] = {
     {"detach", (PyCFunction)chan_detach, METH_NOARGS,
      "Detach this process (ndc_free) once no loan, view or blocked call uses the handle."},
     {"_stat", (PyCFunction)chan_stat, METH_NOARGS, NULL},
+    {"subscribe", (PyCFunction)chan_subscribe, METH_NOARGS,
+     "Broadcast channels: make this handle a subscriber now (it gets the history, then every "
+     "array committed from now on). A second call does nothing."},
+    {"_subscribers", (PyCFunction)chan_subscribers, METH_NOARGS, NULL},
     {"wait_drained", (PyCFunction)(void (*)(void))chan_wait_drained, METH_VARARGS | METH_KEYWORDS,
      "wait_drained(timeout=None, closed=False): until every array committed so far was released "
      "by its receiver (JoinableQueue.join); closed=True: and the channel is closed and empty."},
@@ -1168,7 +1225,10 @@ PyMODINIT_FUNC PyInit__ndchan(void)
         !(ChannelClosed = PyErr_NewExceptionWithDoc("ndchan.ChannelClosed",
               "Sending on a closed channel (a BrokenPipeError and an EndOfStream).", pipe_bases, NULL)) ||
         !(PeerDead = PyErr_NewExceptionWithDoc("ndchan.PeerDead",
-              "Every process on the other side of the channel is gone (EOWNERDEAD).", PyExc_OSError, NULL)))
+              "Every process on the other side of the channel is gone (EOWNERDEAD).", PyExc_OSError, NULL)) ||
+        !(TooManyLoans = PyErr_NewExceptionWithDoc("ndchan.TooManyLoans",
+              "A broadcast subscriber already holds MAX_SUB_LOANS (32) loans (ENOBUFS): drop views "
+              "of arrays it acquired before taking more.", PyExc_OSError, NULL)))
         goto fail;
     Py_DECREF(pipe_bases);
     pipe_bases = NULL;
@@ -1176,11 +1236,15 @@ PyMODINIT_FUNC PyInit__ndchan(void)
         PyModule_AddObjectRef(m, "_Loan", (PyObject *)LoanType) ||
         PyModule_AddObjectRef(m, "EndOfStream", EndOfStream) ||
         PyModule_AddObjectRef(m, "ChannelClosed", ChannelClosed) ||
-        PyModule_AddObjectRef(m, "PeerDead", PeerDead))
+        PyModule_AddObjectRef(m, "PeerDead", PeerDead) ||
+        PyModule_AddObjectRef(m, "TooManyLoans", TooManyLoans))
         goto fail;
     static const struct { const char *n; long v; } k[] = {
         {"FOREVER", NDC_FOREVER}, {"RDONLY", NDC_RDONLY}, {"POPULATE", NDC_POPULATE},
-        {"HUGEPAGES", NDC_HUGEPAGES}, {"MAX_DIMS", NDC_MAX_DIMS}, {"MAX_SLOTS", NDC_MAX_SLOTS},
+        {"HUGEPAGES", NDC_HUGEPAGES}, {"BROADCAST", NDC_BROADCAST}, {"SUBSCRIBE", NDC_SUBSCRIBE},
+        {"SLOW_BLOCK", NDC_SLOW_BLOCK}, {"SLOW_LATEST", NDC_SLOW_LATEST},
+        {"MAX_SUB_LOANS", NDC_MAX_SUB_LOANS},
+        {"MAX_DIMS", NDC_MAX_DIMS}, {"MAX_SLOTS", NDC_MAX_SLOTS},
         {"NAME_MAX", NDC_NAME_MAX}, {"VERSION_MAJOR", NDC_VERSION_MAJOR},
         {"VERSION_MINOR", NDC_VERSION_MINOR},
         {"BOOL", NDC_BOOL}, {"I8", NDC_I8}, {"I16", NDC_I16}, {"I32", NDC_I32}, {"I64", NDC_I64},

@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 
+import ndchan
+
 CH = None
 
 
@@ -68,3 +70,73 @@ def queue_echo(qin, qout):
             break
         qout.put(item)
     qout.put(None)
+
+
+# ---- broadcast (test_broadcast) ------------------------------------------------
+
+def subscriber(ch, delay, report, done=None):
+    """Subscribe, then receive until end of stream, sleeping `delay` s after
+    each array; report [(seq, tag, intact)], and this subscriber's own
+    entry of subscribers() (before it detaches, after `done` is set)."""
+    ch.subscribe()
+    got = []
+    while True:
+        try:
+            m = ch.recv_msg(timeout=30)
+        except ndchan.EndOfStream:
+            break
+        got.append((m.seq, m.tag, bool((m.array == m.tag).all())))
+        if delay:
+            time.sleep(delay)
+    me = [s._asdict() for s in ch.subscribers() if s.pid == os.getpid()]
+    report.send((got, me))
+    if done is not None:
+        done.wait(30)
+    ch.detach()
+
+
+def late_subscriber(name, ready, report):
+    ch = ndchan.Channel.open(name, subscribe=True, readonly=True)
+    ready.set()
+    report.send([m.seq for m in iter(lambda: _recv_or_none(ch), None)])
+    ch.detach()
+
+
+def _recv_or_none(ch):
+    try:
+        return ch.recv_msg(timeout=30)
+    except ndchan.EndOfStream:
+        return None
+
+
+def value_writer(v, n, pause):
+    for i in range(1, n + 1):
+        v.set(i)
+        time.sleep(pause)
+
+
+def value_reader(v, last, report):
+    """get() until the writer's last value: every value whole (no torn
+    array), never going back, no get() blocking."""
+    seen, slowest = [], 0.0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        t = time.monotonic()
+        a = v.get()
+        slowest = max(slowest, time.monotonic() - t)
+        if not (a == a[0]).all():
+            report.send(("torn", a.tolist()))
+            return
+        if not seen or seen[-1] != a[0]:
+            seen.append(float(a[0]))
+        if a[0] == last:
+            break
+        time.sleep(0.0005)
+    report.send(("ok", seen, slowest))
+
+
+def value_late_reader(name, report):
+    t = time.monotonic()
+    v = ndchan.LatestValue.open(name, (4,), "float64")
+    a = v.get(timeout=5)
+    report.send((a.tolist(), time.monotonic() - t))
