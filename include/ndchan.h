@@ -340,11 +340,13 @@ struct ndc_stat {
     uint64_t sent, received, bytes_sent;  /* commits, arrays taken by receivers, bytes
                                              committed; on a work queue sent - received is
                                              what is ready. Broadcast: received and dropped
-                                             sum the attached subscribers' */
+                                             sum every subscriber's, departed ones included */
     uint64_t slot_bytes;
     uint32_t broadcast;                   /* NDC_BROADCAST */
     uint32_t subscribers;                 /* broadcast: subscribed handles attached */
     uint64_t dropped;                     /* broadcast: arrays subscribers skipped (latest) */
+    uint32_t history, slow_policy;        /* broadcast: the channel's opts.history and
+                                             opts.slow_policy */
 };
 /* A snapshot, read without locking (never waits on another process; asks
  * the kernel whether each peer is alive: a syscall per attached process).

@@ -339,6 +339,12 @@ int ndc__bcast_ended(const ndc_chan *ch)
 void ndc__bcast_retire(ndc_chan *ch, uint32_t peer)
 {
     struct ndc__peer *p = &ch->peers[peer];
+    if (atomic_load_explicit(&p->subscribed, memory_order_acquire)) {
+        atomic_fetch_add_explicit(&ch->ctrl->gone_received, atomic_load_explicit(&p->taken, memory_order_relaxed),
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&ch->ctrl->gone_dropped, atomic_load_explicit(&p->dropped, memory_order_relaxed),
+                                  memory_order_relaxed);
+    }
     for (int i = 0; i < NDC__SUB_LOANS; i++) {
         uint16_t e = atomic_exchange_explicit(&p->held[i], 0, memory_order_relaxed);
         if (e && e - 1u < ch->seg.g.nslots)
@@ -365,8 +371,8 @@ void ndc__bcast_rebuild(ndc_chan *ch, ndc__alive_fn alive)
             else
                 atomic_store_explicit(&p->held[k], 0, memory_order_relaxed);
         }
-        if (!live)
-            atomic_store_explicit(&p->subscribed, 0, memory_order_relaxed);
+        /* a dead subscriber's counts and place go at its retirement, which
+         * follows (the sweep) */
     }
     int8_t live[NDC_MAX_PEERS];
     memset(live, -1, sizeof live);

@@ -842,7 +842,10 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
     s.received = atomic_load_explicit(&c->head, memory_order_relaxed);
     if (ch->bcast) {
         s.broadcast = 1;
-        s.received = 0;
+        s.history = ch->seg.g.history;
+        s.slow_policy = ch->seg.g.slow_policy;
+        s.received = atomic_load_explicit(&c->gone_received, memory_order_relaxed);
+        s.dropped = atomic_load_explicit(&c->gone_dropped, memory_order_relaxed);
         for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
             const struct ndc__peer *p = &ch->peers[i];
             if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||

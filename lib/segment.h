@@ -159,9 +159,13 @@ struct ndc__ctrl {
         _Atomic uint32_t count;        /* an event counter; NDC__CLOSED */
         uint8_t pad[60];
     } sem[2];
-    /* Line 5: the repair lock (lock.h): joins, sweeps and ring repairs. */
+    /* Line 5: the repair lock (lock.h): joins, sweeps and ring repairs;
+     * and what departed broadcast subscribers had counted (their retirement
+     * adds it here, under the lock). */
     _Atomic uint32_t lock;
-    uint8_t  pad3[60];
+    uint32_t pad3;
+    _Atomic uint64_t gone_received, gone_dropped;
+    uint8_t  pad3b[40];
     /* Line 6: written by senders only. */
     _Atomic uint64_t tail;             /* ready ring: next position to claim (the next array's
                                           seq, so commits so far) | NDC__TAIL_CLOSED */

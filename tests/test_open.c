@@ -179,13 +179,13 @@ Test(open, option_validation, .timeout = 10)
                      ndc_strerror(r_), ndc_last_error());                                    \
         cr_assert_eq(ch, (ndc_chan *)0x1, "%s: *ch written on failure", what);               \
     } while (0)
-    BAD_OPT(o.flags = 1u << 3, "flag bit 3");
+    BAD_OPT(o.flags = 1u << 4, "flag bit 4");
     BAD_OPT(o.flags = 1u << 31, "flag bit 31");
     BAD_OPT(o.flags = NDC_RDONLY, "NDC_RDONLY is an open flag, not a create flag");
     BAD_OPT(o.flags = NDC_POPULATE | (1u << 7), "a known and an unknown flag");
     for (int i = 0; i < 6; i++)
         BAD_OPT(o.reserved[i] = 1, "nonzero reserved");
-    BAD_OPT(o.reserved[10] = 1u << 31, "nonzero reserved[10] high bit");
+    BAD_OPT(o.reserved[8] = 1u << 31, "nonzero reserved[8] high bit");
     BAD_OPT(o.slots = NDC_MAX_SLOTS + 1, "slots > NDC_MAX_SLOTS");
     BAD_OPT(o.slots = UINT32_MAX, "slots UINT32_MAX");
     BAD_OPT(o.slot_bytes = NDC_MAX_SLOT_BYTES + 1, "slot_bytes > NDC_MAX_SLOT_BYTES");
@@ -206,7 +206,7 @@ Test(open, option_validation, .timeout = 10)
     expect_filled(ch, NDC_F64, 1, shape, 1, 77, 0);
     ndc_free(ch);
 
-    /* ndc_open flags: 0 or NDC_RDONLY only (on a name that exists, so
+    /* ndc_open flags: NDC_RDONLY and NDC_SUBSCRIBE only (on a name that exists, so
      * -EINVAL is the only possible answer). */
     char name[160];
     snprintf(name, sizeof name, "%s", th_unique_name("flags"));
@@ -217,6 +217,7 @@ Test(open, option_validation, .timeout = 10)
     th_expect(ndc_open(&ch, name, NDC_POPULATE), -EINVAL);
     th_expect(ndc_open(&ch, name, NDC_RDONLY | (1u << 31)), -EINVAL);
     th_expect(ndc_open_fd(&ch, ndc_fd(owner), 1u << 5), -EINVAL);
+    th_expect(ndc_open(&ch, name, NDC_SUBSCRIBE), -EINVAL);   /* not a broadcast channel */
     cr_assert_eq(ch, (ndc_chan *)0x1);
     th_ok(ndc_unlink(name));
     ndc_free(owner);
