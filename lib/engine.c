@@ -301,10 +301,16 @@ int ndc__give_free(ndc_chan *ch, uint32_t slot, uint32_t held)
     return 0;
 }
 
-int ndc__give_ready(ndc_chan *ch, uint32_t slot)
+/* A commit that could not be made by the caller's deadline (ndc_send's):
+ * the array is dropped, its slot freed. */
+static int drop(ndc_chan *ch, uint32_t slot, int r)
 {
-    struct ndc__deadline forever;
-    ndc__deadline_init(&forever, NDC_FOREVER);
+    ndc__give_free(ch, slot, NDC__RESERVED);
+    return ndc__fail(r, "the array could not be listed %s: it is dropped", r == -EAGAIN ? "at once" : "in time");
+}
+
+int ndc__give_ready(ndc_chan *ch, uint32_t slot, struct ndc__deadline *dl)
+{
     int64_t stuck_since = 0;
     for (int spins = 0;; spins++) {
         int r = ndc__queue_try_commit(ch, slot);
@@ -319,8 +325,8 @@ int ndc__give_ready(ndc_chan *ch, uint32_t slot)
         if (r == -EINVAL)
             return ndc__fail(-EINVAL, "slot %u is not reserved by this process", slot);
         if (r == -EBUSY) {
-            if ((r = ndc__peer_repair(ch, &forever, 0)))
-                return r;
+            if ((r = ndc__peer_repair(ch, dl, 0)))
+                return r == -ETIMEDOUT || r == -EAGAIN ? drop(ch, slot, r) : r;
             continue;
         }
         /* -EAGAIN: the receiver of the cell's last array is still inside
@@ -335,10 +341,12 @@ int ndc__give_ready(ndc_chan *ch, uint32_t slot)
         int64_t now = ndc__now_ns();
         if (!stuck_since)
             stuck_since = now;
-        ndc__peer_sweep(ch, &forever);
+        else if (ndc__deadline_left(dl) == 0)   /* after one sleep at least */
+            return drop(ch, slot, dl->timeout_ns == 0 ? -EAGAIN : -ETIMEDOUT);
+        ndc__peer_sweep(ch, dl);
         if (now - stuck_since > STUCK_REPAIR_NS) {
-            if ((r = ndc__peer_repair(ch, &forever, 1)))
-                return r;
+            if ((r = ndc__peer_repair(ch, dl, 1)))
+                return r == -ETIMEDOUT || r == -EAGAIN ? drop(ch, slot, r) : r;
             stuck_since = 0;
         }
         struct timespec ts = { 0, 100000 };
