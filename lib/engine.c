@@ -231,13 +231,18 @@ int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
     /* The first try reads no event word: posters write it (the FREE side's
      * at every release), and a read would pull that line away from them. */
     uint32_t first = 0;
-    if (try_take(ch, side, first, slot) == 0)
+    int r = try_take(ch, side, first, slot);
+    if (r == 0)
         return 0;
+    /* A corrupt ring it found is repaired before anything else is taken:
+     * the head moved past the bad cell, so a second try would not see it. */
+    int bad = r == -EBADMSG;
     for (;;) {
         /* Read before the try: a post after it changes it, so a wait on
          * this value cannot miss that post. */
         uint32_t ev = atomic_load_explicit(event_word(ch, side), memory_order_acquire);
-        int r = try_take(ch, side, ev, slot);
+        r = bad ? -EBADMSG : try_take(ch, side, ev, slot);
+        bad = 0;
         if (r == 0) {
             if (gave_up_at)
                 adapt_spin(ch, side, gave_up_at);
