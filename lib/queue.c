@@ -183,8 +183,13 @@ int ndc__queue_try_take(ndc_chan *ch, uint32_t *slot_out)
 {
     struct ndc__ctrl *c = ch->ctrl;
     uint64_t n = ch->seg.g.nslots;
-    /* a look before the step: an empty ring costs two loads, no write */
-    if (!ndc__queue_has_ready(ch))
+    /* a look before the step: an empty ring costs two loads, no write.
+     * Empty is a head cell that waits for its commit, or whose last
+     * receiver is still inside its step; any other seq is judged in the
+     * step (a stale head, or a corrupt one that would look empty for ever) */
+    uint64_t h0 = atomic_load_explicit(&c->head, memory_order_relaxed);
+    uint64_t cs0 = atomic_load_explicit(&ch->cells[h0 % n].seq, memory_order_acquire);
+    if (cs0 == h0 || cs0 + n == h0 + 1)
         return -EAGAIN;
     int r = step_enter(ch);
     if (r)
@@ -221,14 +226,14 @@ int ndc__queue_try_take(ndc_chan *ch, uint32_t *slot_out)
             *slot_out = slot;
             return 0;
         }
-        if (cs < h + 1) {
-            r = -EAGAIN;   /* not committed yet */
+        if (cs == h || cs + n == h + 1) {
+            r = -EAGAIN;   /* not committed yet (or the cell's last receiver is still inside its step) */
             break;
         }
         uint64_t again = atomic_load_explicit(&c->head, memory_order_relaxed);
         if (again == h) {
-            r = ndc__fail(-EBADMSG, "ready ring cell %llu is ahead of the head",
-                          (unsigned long long)(h % n));
+            r = ndc__fail(-EBADMSG, "ready ring cell %llu holds seq %llu at head %llu",
+                          (unsigned long long)(h % n), (unsigned long long)cs, (unsigned long long)h);
             break;
         }
         h = again;
