@@ -328,7 +328,7 @@ static void rebuild(ndc_chan *ch, ndc__alive_fn alive)
         _Atomic uint64_t *stw = &ch->slots[i].state;
         uint64_t w = atomic_load_explicit(stw, memory_order_relaxed);
         uint32_t st = NDC__STATE(w), who = NDC__OWNER(w);
-        if (st == NDC__READY) {
+        if (w == NDC__WORD(NDC__READY, 0)) {   /* exactly what a commit stores; else garbage */
             /* insertion by seq: n is at most NDC_MAX_SLOTS, and this is rare */
             uint64_t seq = ch->slots[i].seq;
             relisted += sane && seq < head0;   /* taken off by a receiver that died before LOANED */
