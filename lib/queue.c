@@ -67,9 +67,20 @@ static void step_leave(ndc_chan *ch)
 
 /* ---- free slots ------------------------------------------------------------- */
 
+/* Whether a state word is one the protocol stores. */
+static int word_valid(const ndc_chan *ch, uint64_t w)
+{
+    uint32_t st = NDC__STATE(w);
+    if (st == NDC__FREE || st == NDC__READY)
+        return w == NDC__WORD(st, 0);
+    return (st == NDC__RESERVED || st == NDC__LOANED || st == NDC__COMMITTING) &&
+           w == NDC__WORD(st, NDC__OWNER(w)) && NDC__OWNER(w) < ch->seg.g.max_peers;
+}
+
 int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot)
 {
     uint32_t n = ch->seg.g.nslots;
+    int bad = 0;
     uint32_t k = atomic_load_explicit(&ch->cursor, memory_order_relaxed);
     if (k >= n)
         k = 0;
@@ -93,8 +104,10 @@ int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot)
             *slot = k;
             return 0;
         }
+        bad |= !word_valid(ch, w);
     }
-    return -EAGAIN;
+    /* a slot whose word is garbage is never found free: lost until a repair */
+    return bad ? ndc__fail(-EBADMSG, "no slot free, and a slot state word is corrupt") : -EAGAIN;
 }
 
 int ndc__queue_free(ndc_chan *ch, uint32_t slot, uint64_t held)

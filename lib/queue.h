@@ -9,7 +9,8 @@
 #include "wait.h"
 
 /* Take a FREE slot for this process (state RESERVED).
- * \return 0 and *slot; -EAGAIN none is free. */
+ * \return 0 and *slot; -EAGAIN none is free; -EBADMSG none is free and
+ * some slot's state word is garbage (it needs a repair to be found free). */
 int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot);
 /* Give back a slot this process holds as `held` (RESERVED or LOANED):
  * FREE, and the FREE side's event word changes.
