@@ -843,8 +843,8 @@ Test(space, small_shm_is_enospc_never_sigbus, .timeout = 60)
 
 /* ---- contract ----------------------------------------------------------------- */
 
-/* What ndc_close does, minus the wake-up: the mark lands while the waiter
- * sleeps out its slice, then the closer dies. */
+/* What ndc_close does (ndc__engine_close), minus the wake-up: the marks
+ * land while the waiter sleeps out its slice, then the closer dies. */
 static int close_quietly_and_die(void *p)
 {
     void **a = p;
@@ -865,6 +865,8 @@ static int close_quietly_and_die(void *p)
     for (int i = 0; i < 10000 && !atomic_load(&ch->ctrl->sleepers[side]); i++)
         usleep(500);
     CK(atomic_load(&ch->ctrl->sleepers[side]), 4, "the parent never slept");
+    atomic_fetch_or(&ch->ctrl->tail, NDC__TAIL_CLOSED);
+    atomic_store(&ch->ctrl->closed, 1);
     atomic_fetch_or(&ch->ctrl->sem[NDC__SIDE_READY].count, NDC__CLOSED);
     atomic_fetch_or(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__CLOSED);
     _exit(0);
