@@ -591,7 +591,7 @@ Test(lock, dead_holder_taken_over, .timeout = 60)
         t0 = th_now_ns();
         roundtrip(ch, 9, what);
         dt = th_now_ns() - t0;
-        cr_assert_lt(dt, 50 * MS, "%s, gate open: took %lld ms", what, (long long)(dt / MS));
+        cr_assert_lt(dt, 200 * MS, "%s, gate open: took %lld ms", what, (long long)(dt / MS));
         cr_assert_eq(rd_lock(&s), word, "%s, gate open: a ring step touched the lock: %#x", what, rd_lock(&s));
         /* ... and a sweep takes it over */
         if (i >= 2)
@@ -766,6 +766,22 @@ static pid_t live_holder(ndc_chan *ch, uint32_t *word)
 
 #define TIMED(var, call) do { int64_t t0_ = th_now_ns(); var = (call); dt = th_now_ns() - t0_; } while (0)
 
+/* A call that must not wait: each of three tries returns `want`, and the
+ * fastest takes under 50 ms (on a busy machine any one may be preempted;
+ * one that waited for the holder would wait every time). */
+#define QUICK(what, want, call, undo) do {                                                          \
+        int64_t best_ = INT64_MAX;                                                                 \
+        for (int k_ = 0; k_ < 3; k_++) {                                                           \
+            int64_t t0_ = th_now_ns();                                                             \
+            int rc_ = (call);                                                                      \
+            int64_t d_ = th_now_ns() - t0_;                                                        \
+            cr_assert_eq(rc_, (want), "%s = %d (%s), want %d", what, rc_, ndc_strerror(rc_), (want)); \
+            undo;                                                                                  \
+            best_ = d_ < best_ ? d_ : best_;                                                       \
+        }                                                                                          \
+        cr_assert_lt(best_, 50 * MS, "%s took %lld ms at best", what, (long long)(best_ / MS));     \
+    } while (0)
+
 struct later { pid_t pid; int sig; int64_t after_ns; };
 static void *signal_later(void *p)
 {
@@ -811,15 +827,9 @@ Test(lock, live_holder_never_lets_go, .timeout = 60)
         unsigned char buf[64];
         /* a free slot, found by its state, and given back */
         tag_array(9, 64, &a, NULL);
-        TIMED(rc, ndc_reserve(ch, &a, 0));
-        cr_assert(rc == 0 && dt < 50 * MS, "lock %#x: reserve(0) = %d (%s) in %lld ms", words[w], rc,
-                  ndc_strerror(rc), (long long)(dt / MS));
-        TIMED(rc, ndc_cancel(ch, &a));
-        cr_assert(rc == 0 && dt < 50 * MS, "cancel = %d in %lld ms", rc, (long long)(dt / MS));
+        QUICK("reserve(0)", 0, ndc_reserve(ch, &a, 0), th_ok(ndc_cancel(ch, &a)));
         /* ring steps */
-        TIMED(rc, ndc_acquire(ch, &a, 0));
-        cr_assert(rc == -EAGAIN && dt < 50 * MS, "lock %#x: acquire(0) = %d (%s) in %lld ms", words[w], rc,
-                  ndc_strerror(rc), (long long)(dt / MS));
+        QUICK("acquire(0)", -EAGAIN, ndc_acquire(ch, &a, 0), (void)0);
         int64_t tmo = 50 * MS;
         TIMED(rc, ndc_acquire(ch, &a, tmo));
         cr_assert(rc == -ETIMEDOUT && dt >= tmo && dt < tmo + 150 * MS, "acquire(50 ms) = %d (%s) in %lld ms",
@@ -831,16 +841,13 @@ Test(lock, live_holder_never_lets_go, .timeout = 60)
         cr_assert(rc == -ETIMEDOUT && dt >= tmo && dt < tmo + 150 * MS, "send(50 ms) = %d (%s) in %lld ms", rc,
                   ndc_strerror(rc), (long long)(dt / MS));
         worst = dt > worst ? dt : worst;
-        TIMED(rc, ndc_send(ch, &a, 0));
-        cr_assert(rc == -EAGAIN && dt < 50 * MS, "send(0) = %d (%s) in %lld ms", rc, ndc_strerror(rc),
-                  (long long)(dt / MS));
+        QUICK("send(0)", -EAGAIN, ndc_send(ch, &a, 0), (void)0);
         a.data = buf;
         TIMED(rc, ndc_recv(ch, &a, sizeof buf, tmo));
         cr_assert(rc == -ETIMEDOUT && dt < tmo + 150 * MS, "recv(50 ms) = %d (%s) in %lld ms", rc,
                   ndc_strerror(rc), (long long)(dt / MS));
         struct ndc_stat st;
-        TIMED(rc, ndc_stat(ch, &st));
-        cr_assert(rc == 0 && dt < 50 * MS, "stat = %d in %lld ms", rc, (long long)(dt / MS));
+        QUICK("stat", 0, ndc_stat(ch, &st), (void)0);
         cr_assert(st.free == 1 && st.ready == 1 && st.loaned == 2,
                   "free %u ready %u loaned %u: the dropped sends gave their slots back", st.free, st.ready,
                   st.loaned);
@@ -865,10 +872,10 @@ Test(lock, live_holder_never_lets_go, .timeout = 60)
     int64_t t0 = th_now_ns();
     ndc_free(h2);
     dt = th_now_ns() - t0;
-    cr_assert_lt(dt, 50 * MS, "ndc_free took %lld ms with the lock stuck", (long long)(dt / MS));
+    cr_assert_lt(dt, 100 * MS, "ndc_free took %lld ms with the lock stuck", (long long)(dt / MS));
     /* giving back a loan needs no lock */
     TIMED(rc, ndc_release(ch, &loan));
-    cr_assert(rc == 0 && dt < 50 * MS, "release under a live holder: %d (%s) in %lld ms", rc, ndc_strerror(rc),
+    cr_assert(rc == 0 && dt < 100 * MS, "release under a live holder: %d (%s) in %lld ms", rc, ndc_strerror(rc),
               (long long)(dt / MS));
     /* a blocking acquire waits for the live holder, and goes on once it died */
     struct later l = { holder, SIGKILL, 300 * MS };
@@ -892,7 +899,7 @@ Test(lock, live_holder_never_lets_go, .timeout = 60)
     t0 = th_now_ns();
     th_ok(ndc_close(ch));
     dt = th_now_ns() - t0;
-    cr_assert_lt(dt, 50 * MS, "ndc_close took %lld ms", (long long)(dt / MS));
+    cr_assert_lt(dt, 100 * MS, "ndc_close took %lld ms", (long long)(dt / MS));
     kill(holder, SIGSTOP);
     l = (struct later){ holder, SIGKILL, 2500 * MS };
     pthread_create(&t, NULL, signal_later, &l);
@@ -912,7 +919,7 @@ Test(lock, live_holder_never_lets_go, .timeout = 60)
     seg_unmap(&s);
     t0 = th_now_ns();
     ndc_free(ch);
-    cr_assert_lt(th_now_ns() - t0, 50 * MS);
+    cr_assert_lt(th_now_ns() - t0, 100 * MS);
 }
 
 /* ---- the ready ring's positions ---------------------------------------------------- */
