@@ -226,7 +226,7 @@ static int try_take(ndc_chan *ch, int side, uint32_t ev_seen, uint32_t *slot)
 
 int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
 {
-    int spun = 0, repaired = 0;
+    int spun = 0, repaired = 0, stuck = 0;
     int64_t gave_up_at = 0;
     /* The first try reads no event word: posters write it (the FREE side's
      * at every release), and a read would pull that line away from them. */
@@ -291,6 +291,11 @@ int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
             ndc__peer_sweep(ch, dl);
             if (gone_for_good(ch, side, dl))
                 return gone_error(ch, side);
+            /* a head cell that stays empty behind later commits, two
+             * slices running, with nobody inside a step: repair it */
+            stuck = side == NDC__SIDE_READY && ndc__queue_head_stuck(ch) ? stuck + 1 : 0;
+            if (stuck == 2 && (r = ndc__peer_repair(ch, dl, 1)))
+                return r;
         }
     }
 }

@@ -261,6 +261,21 @@ int ndc__queue_has_ready(const ndc_chan *ch)
     return atomic_load_explicit(&ch->cells[h % ch->seg.g.nslots].seq, memory_order_acquire) == h + 1;
 }
 
+int ndc__queue_head_stuck(const ndc_chan *ch)
+{
+    uint64_t n = ch->seg.g.nslots;
+    uint64_t h = atomic_load_explicit(&ch->ctrl->head, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire) & ~NDC__TAIL_CLOSED;
+    uint64_t cs = atomic_load_explicit(&ch->cells[h % n].seq, memory_order_acquire);
+    if (t <= h || (cs != h && cs + n != h + 1))   /* not what a take reads as empty */
+        return 0;
+    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
+    for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++)
+        if (atomic_load_explicit(&ch->peers[i].busy, memory_order_acquire))
+            return 0;   /* a commit under way (or one whose sender stopped or died: the sweep's) */
+    return 1;
+}
+
 int ndc__queue_ended(const ndc_chan *ch)
 {
     uint64_t t = atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire);
