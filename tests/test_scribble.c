@@ -99,7 +99,8 @@ static void scribble(struct seg *s, int region, uint64_t *rs)
     unsigned char *p = s->base + from;
     int ring = from <= NDC__CELLS_OFF && to >= s->g.peers_off;                 /* covers the cells */
     int ends = from <= offsetof(struct ndc__ctrl, tail) && to >= offsetof(struct ndc__ctrl, head) + 8;
-    switch (rnd(rs) % (ring || ends ? 4 : 3)) {
+    uint64_t mode = rnd(rs) % (ring || ends ? 6 : 3);
+    switch (mode < 3 ? mode : 3) {   /* half the scribbles of the ring are plausible ones */
     case 3:   /* the ring made plausible: cells near the head naming slots, or head and tail nudged */
         for (int n = 1 + (int)(rnd(rs) % 4); n > 0; n--) {
             uint64_t h = atomic_load(&s->c->head), k = rnd(rs);
