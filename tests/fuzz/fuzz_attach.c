@@ -10,8 +10,9 @@
  * to line 2, one on line 1 writes its bytes from the gate on.
  *
  * Oracles:
- *  - ndc__ctrl_validate accepts only a geometry that recomputes to itself
- *    and fits the file (checked here independently);
+ *  - ndc__ctrl_validate accepts exactly the control blocks whose geometry
+ *    is layout 3's for their slot count, slot size and flags (computed
+ *    here from the layout's ABI, not by the library) and fits the file;
  *  - whatever is accepted and small enough is then attached for real
  *    (ndc_open_fd on a memfd with these bytes) and used: stat, reserve,
  *    commit, acquire, release, each returning 0 or a negative errno, stat
@@ -39,8 +40,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CTRL_SZ   sizeof(struct ndc__ctrl)
 #define MAX_LIVE  (4u << 20)    /* attach for real only segments up to this size */
 
+/* Layout 3 as its ABI describes it: a 512-byte control block, then one
+ * 64-byte ring cell per slot, 256 peer entries of 128 bytes, one 576-byte
+ * header per slot, the payloads from the next page (2 MiB under
+ * NDC_HUGEPAGES), one stride each. \return 0 for values beyond the limits. */
+_Static_assert(sizeof(struct ndc__ctrl) == 512 && sizeof(struct ndc__cell) == 64 &&
+               sizeof(struct ndc__peer) == 128 && sizeof(struct ndc__slot) == 576 && NDC_MAX_PEERS == 256,
+               "layout 3's sizes");
+struct layout { uint64_t stride, peers_off, table_off, payload_off, total_size; };
+static int layout3(const struct ndc__ctrl *c, struct layout *l)
+{
+    if (c->nslots < 1 || c->nslots > NDC_MAX_SLOTS || c->slot_bytes > NDC_MAX_SLOT_BYTES ||
+        (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES)))
+        return 0;
+    uint64_t align = (c->flags & NDC_HUGEPAGES) ? (2u << 20) : 4096;
+    l->stride = ((c->slot_bytes ? c->slot_bytes : 1) + align - 1) / align * align;
+    l->peers_off = 512 + 64ull * c->nslots;
+    l->table_off = l->peers_off + 256 * 128;
+    l->payload_off = (l->table_off + 576ull * c->nslots + align - 1) / align * align;
+    l->total_size = l->payload_off + (uint64_t)c->nslots * l->stride;
+    return 1;
+}
+
+/* Whether a control block must be accepted: its magic, layout and
+ * geometry are layout 3's, and it fits the file. */
+static int must_accept(const struct ndc__ctrl *c, uint64_t file_size)
+{
+    struct layout l;
+    return atomic_load(&c->magic) == NDC__MAGIC && c->layout == 3 && layout3(c, &l) && c->max_peers == 256 &&
+           c->slot_stride == l.stride && c->peers_off == l.peers_off && c->table_off == l.table_off &&
+           c->payload_off == l.payload_off && c->total_size == l.total_size &&
+           c->numa_policy <= NDC_NUMA_NEAR_RECEIVER && l.total_size <= file_size;
+}
+
 static void check_geometry(const struct ndc__ctrl *c, uint64_t file_size, const struct ndc__geometry *g)
 {
+    if (!must_accept(c, file_size))
+        abort();
     if (c->nslots < 1 || c->nslots > NDC_MAX_SLOTS || c->slot_bytes > NDC_MAX_SLOT_BYTES)
         abort();
     if (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES))
@@ -154,6 +190,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(&file_size, data + CTRL_SZ, 8);
     struct ndc__geometry g;
     int r = ndc__ctrl_validate(&c, file_size, &g);
+    if (r != 0 && must_accept(&c, file_size))
+        abort();   /* a valid layout-3 control block refused */
     if (r == 0) {
         check_geometry(&c, file_size, &g);
         if (g.total_size <= MAX_LIVE && file_size <= MAX_LIVE)
@@ -262,12 +300,14 @@ int main(int argc, char **argv)
     put(dir, "no_file_size", buf, sizeof(struct ndc__ctrl));
     struct { size_t off; uint8_t val; const char *nm; } mut[] = {
         { 0, 0x7e, "bad_magic" }, { 8, 2, "layout2" }, { 8, 4, "layout4" }, { 12, 4, "flag_unknown" },
-        { 16, 5, "nslots5" }, { 20, 0, "max_peers0" }, { 24, 1, "slot_bytes_plus" }, { 32, 0, "stride0" },
-        { 40, 0xff, "peers_off" }, { 48, 0, "table_off0" }, { 56, 1, "payload_off1" }, { 64, 0xff, "total_size" },
+        { 16, 5, "nslots5" }, { 21, 0, "max_peers0" }, { 24, 1, "slot_bytes_plus" }, { 33, 0, "stride0" },
+        { 40, 0xff, "peers_off" }, { 49, 0, "table_off0" }, { 56, 1, "payload_off1" }, { 64, 0xff, "total_size" },
         { 71, 0x80, "total_size_hi" },
     };
     for (size_t i = 0; i < sizeof mut / sizeof mut[0]; i++) {
         make(buf, 4, 4096, 0, 0);
+        if (buf[mut[i].off] == mut[i].val)
+            abort();   /* a mutation must change something */
         buf[mut[i].off] = mut[i].val;
         put(dir, mut[i].nm, buf, n);
     }
