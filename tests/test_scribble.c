@@ -630,13 +630,14 @@ Test(hostile, slot_headers, .timeout = 60)
  * and the channel carries arrays in order afterwards. All within a
  * second. */
 enum {
-    RE_CELL_SLOT_FFFF, RE_CELL_SLOT_FREE, RE_CELL_AHEAD, RE_CELL_EMPTIED, RE_CELL_STALE_COPY, RE_HEAD_FAR, RE_HEAD_ZERO,
+    RE_CELL_SLOT_FFFF, RE_CELL_SLOT_FREE, RE_CELL_AHEAD, RE_CELL_EMPTIED, RE_CELL_PREV_ROUND, RE_CELL_STALE_COPY, RE_HEAD_FAR, RE_HEAD_ZERO,
     RE_TAIL_FAR, RE_TAIL_BEHIND, RE_BOTH_FAR, RE_GATE_CLOSED, RE_EVENTS, RE_STATE_READY, RE_STATE_READY_OWNER,
     RE_STATE_FREE, RE_COMMITTING_READY, RE_COMMITTING_FREE, RE_N
 };
 static const char *const re_name[RE_N] = {
     "the head's cell names slot 0xffff", "the head's cell names a FREE slot", "the head's cell is ahead of the head",
     "the head's cell emptied (its array READY, two more listed behind it)",
+    "the head's cell back at its previous round, full (its array READY, two more listed behind it)",
     "the cell past the tail lists the head's slot again", "the head far ahead", "the head at 0",
     "the tail far ahead", "the tail behind the head", "head and tail equal and far ahead",
     "the gate closed, nobody holding the lock", "both event words garbage", "a READY slot's state word garbage",
@@ -675,11 +676,12 @@ Test(hostile, ring_entries, .timeout = 60)
         case RE_CELL_SLOT_FREE:  atomic_store(&hc->slot, (uint32_t)free1); break;
         case RE_CELL_AHEAD:      atomic_store(&hc->seq, h + 5); break;
         case RE_CELL_EMPTIED:    /* a receiver can tell only by waiting: fill the table first */
+        case RE_CELL_PREV_ROUND:
             for (uint64_t t = 3; t <= 4; t++) {
                 send_tag(ch, t, 0, &rc);
                 th_ok(rc);
             }
-            atomic_store(&hc->seq, h);
+            atomic_store(&hc->seq, variant == RE_CELL_EMPTIED ? h : h + 1 - n);
             break;
         case RE_CELL_STALE_COPY:
             atomic_store(&s.cells[(h + 2) % n].slot, (uint32_t)slot1);
@@ -714,8 +716,9 @@ Test(hostile, ring_entries, .timeout = 60)
         }
         int64_t t0 = th_now_ns();
         int lost1 = variant == RE_STATE_READY || variant == RE_STATE_READY_OWNER || variant == RE_COMMITTING_READY;
-        uint64_t last = variant == RE_CELL_EMPTIED ? 4 : 2;
-        int64_t tmo = variant == RE_CELL_EMPTIED ? 500 * MS : 0;
+        int waits = variant == RE_CELL_EMPTIED || variant == RE_CELL_PREV_ROUND;
+        uint64_t last = waits ? 4 : 2;
+        int64_t tmo = waits ? 500 * MS : 0;
         struct ndc_array g;
         int bad = 0;
         for (uint64_t t = lost1 ? 2 : 1; t <= last; t++) {
