@@ -442,7 +442,7 @@ static int claim_slot(ndc_chan *ch, uint32_t slot, uint64_t nbytes)
 /* Reserve a slot for an array of nbytes whose header the caller has
  * validated; fill a->data and a->strides. */
 static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int64_t timeout_ns,
-                        uint32_t *slot)
+                        struct ndc__deadline *dl, uint32_t *slot)
 {
     if (ch->open_flags & NDC_RDONLY)
         return ndc__fail(-EPERM, "receive-only handle cannot send");
@@ -453,9 +453,8 @@ static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int6
     if (r || (r = ndc__ensure_joined(ch)))
         return r;
     ndc__peer_role(ch, NDC__PEER_SENT);
-    struct ndc__deadline dl;
-    ndc__deadline_init(&dl, timeout_ns);
-    if ((r = ndc__take(ch, NDC__SIDE_FREE, &dl, slot)))
+    ndc__deadline_init(dl, timeout_ns);
+    if ((r = ndc__take(ch, NDC__SIDE_FREE, dl, slot)))
         return r;
     if ((r = claim_slot(ch, *slot, nbytes))) {
         ndc__give_free(ch, *slot, NDC__RESERVED);
@@ -468,8 +467,10 @@ static int reserve_slot(ndc_chan *ch, struct ndc_array *a, uint64_t nbytes, int6
 
 /* Write the header of a reserved slot (validated C-order array of nbytes)
  * and publish it. The header is ours to write while the slot is RESERVED;
- * the ring cell's release store (queue.c, C2) publishes it with the state. */
-static int publish(ndc_chan *ch, uint32_t slot, const struct ndc_array *a, uint64_t nbytes)
+ * the ring cell's release store (queue.c, C2) publishes it with the state.
+ * dl: how long listing it may wait (ndc_send's deadline; ndc_commit has none). */
+static int publish(ndc_chan *ch, uint32_t slot, const struct ndc_array *a, uint64_t nbytes,
+                   struct ndc__deadline *dl)
 {
     struct ndc__slot *s = &ch->slots[slot];
     s->nbytes = nbytes;
@@ -478,7 +479,7 @@ static int publish(ndc_chan *ch, uint32_t slot, const struct ndc_array *a, uint6
     s->ndim = a->ndim;
     memcpy(s->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
     ndc__c_strides(ndc_dtype_size(a->dtype), a->ndim, a->shape, s->strides);
-    return ndc__give_ready(ch, slot);
+    return ndc__give_ready(ch, slot, dl);
 }
 
 int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
@@ -487,8 +488,9 @@ int ndc_reserve(ndc_chan *ch, struct ndc_array *a, int64_t timeout_ns)
         return ndc__fail(-EINVAL, "NULL channel or array");
     uint64_t nbytes;
     uint32_t slot;
+    struct ndc__deadline dl;
     int r = ndc__shape_check(a->dtype, a->ndim, a->shape, &nbytes);
-    return r ? r : reserve_slot(ch, a, nbytes, timeout_ns, &slot);
+    return r ? r : reserve_slot(ch, a, nbytes, timeout_ns, &dl, &slot);
 }
 
 int ndc_commit(ndc_chan *ch, struct ndc_array *a)
@@ -503,7 +505,9 @@ int ndc_commit(ndc_chan *ch, struct ndc_array *a)
     if (nbytes > ch->seg.g.slot_bytes)
         return ndc__fail(-E2BIG, "array grew to %llu bytes, slots hold %llu",
                          (unsigned long long)nbytes, (unsigned long long)ch->seg.g.slot_bytes);
-    return publish(ch, slot, a, nbytes);
+    struct ndc__deadline forever;
+    ndc__deadline_init(&forever, NDC_FOREVER);
+    return publish(ch, slot, a, nbytes, &forever);
 }
 
 int ndc_cancel(ndc_chan *ch, struct ndc_array *a)
@@ -681,10 +685,11 @@ int ndc_send_flags(ndc_chan *ch, const struct ndc_array *a, int64_t timeout_ns, 
         return ndc__fail(-EINVAL, "every stride is zero: unset strides (fill them with "
                          "ndc_array_init), or pass NDC_SEND_BROADCAST if a broadcast is meant");
     struct ndc_array s = *a;
-    if ((r = reserve_slot(ch, &s, nbytes, timeout_ns, &slot)))
+    struct ndc__deadline dl;
+    if ((r = reserve_slot(ch, &s, nbytes, timeout_ns, &dl, &slot)))
         return r;
     ndc__copy_to_c(s.data, a, nbytes);
-    return publish(ch, slot, &s, nbytes);
+    return publish(ch, slot, &s, nbytes, &dl);
 }
 
 int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout_ns)

@@ -254,18 +254,23 @@ static int try_take(ndc_chan *ch, int side, uint32_t ev_seen, uint32_t *slot)
 
 int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
 {
-    int spun = 0, repaired = 0;
+    int spun = 0, repaired = 0, stuck = 0;
     int64_t gave_up_at = 0;
     /* The first try reads no event word: posters write it (the FREE side's
      * at every release), and a read would pull that line away from them. */
     uint32_t first = 0;
-    if (try_take(ch, side, first, slot) == 0)
+    int r = try_take(ch, side, first, slot);
+    if (r == 0)
         return 0;
+    /* A corrupt ring it found is repaired before anything else is taken:
+     * the head moved past the bad cell, so a second try would not see it. */
+    int bad = r == -EBADMSG;
     for (;;) {
         /* Read before the try: a post after it changes it, so a wait on
          * this value cannot miss that post. */
         uint32_t ev = atomic_load_explicit(event_word(ch, side), memory_order_acquire);
-        int r = try_take(ch, side, ev, slot);
+        r = bad ? -EBADMSG : try_take(ch, side, ev, slot);
+        bad = 0;
         if (r == 0) {
             if (gave_up_at)
                 adapt_spin(ch, side, gave_up_at);
@@ -314,6 +319,11 @@ int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
             ndc__peer_sweep(ch, dl);
             if (gone_for_good(ch, side, dl))
                 return gone_error(ch, side);
+            /* a head cell that stays empty behind later commits, two
+             * slices running, with nobody inside a step: repair it */
+            stuck = side == NDC__SIDE_READY && ndc__queue_head_stuck(ch) ? stuck + 1 : 0;
+            if (stuck == 2 && (r = ndc__peer_repair(ch, dl, 1)))
+                return r;
         }
     }
 }
@@ -339,10 +349,16 @@ int ndc__give_free(ndc_chan *ch, uint32_t slot, uint32_t held)
     return 0;
 }
 
-int ndc__give_ready(ndc_chan *ch, uint32_t slot)
+/* A commit that could not be made by the caller's deadline (ndc_send's):
+ * the array is dropped, its slot freed. */
+static int drop(ndc_chan *ch, uint32_t slot, int r)
 {
-    struct ndc__deadline forever;
-    ndc__deadline_init(&forever, NDC_FOREVER);
+    ndc__give_free(ch, slot, NDC__RESERVED);
+    return ndc__fail(r, "the array could not be listed %s: it is dropped", r == -EAGAIN ? "at once" : "in time");
+}
+
+int ndc__give_ready(ndc_chan *ch, uint32_t slot, struct ndc__deadline *dl)
+{
     int64_t stuck_since = 0;
     for (int spins = 0;; spins++) {
         int r = ndc__queue_try_commit(ch, slot);
@@ -357,8 +373,8 @@ int ndc__give_ready(ndc_chan *ch, uint32_t slot)
         if (r == -EINVAL)
             return ndc__fail(-EINVAL, "slot %u is not reserved by this process", slot);
         if (r == -EBUSY) {
-            if ((r = ndc__peer_repair(ch, &forever, 0)))
-                return r;
+            if ((r = ndc__peer_repair(ch, dl, 0)))
+                return r == -ETIMEDOUT || r == -EAGAIN ? drop(ch, slot, r) : r;
             continue;
         }
         /* -EAGAIN: the receiver of the cell's last array is still inside
@@ -373,10 +389,12 @@ int ndc__give_ready(ndc_chan *ch, uint32_t slot)
         int64_t now = ndc__now_ns();
         if (!stuck_since)
             stuck_since = now;
-        ndc__peer_sweep(ch, &forever);
+        else if (ndc__deadline_left(dl) == 0)   /* after one sleep at least */
+            return drop(ch, slot, dl->timeout_ns == 0 ? -EAGAIN : -ETIMEDOUT);
+        ndc__peer_sweep(ch, dl);
         if (now - stuck_since > STUCK_REPAIR_NS) {
-            if ((r = ndc__peer_repair(ch, &forever, 1)))
-                return r;
+            if ((r = ndc__peer_repair(ch, dl, 1)))
+                return r == -ETIMEDOUT || r == -EAGAIN ? drop(ch, slot, r) : r;
             stuck_since = 0;
         }
         struct timespec ts = { 0, 100000 };

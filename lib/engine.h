@@ -19,10 +19,12 @@ void ndc__engine_set_spin(ndc_chan *ch, int64_t spin_ns);
  * repair lock's errors; -EBADMSG the ring stayed corrupt after a repair. */
 int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot);
 /* V on the ready side: list a slot this process reserved (header written)
- * and wake a receiver. Waits only while a receiver is inside its step on
- * the ring cell needed (as long as that receiver lives). \return 0;
- * -EINVAL not reserved by this process; -EPIPE closed: the slot is freed. */
-int ndc__give_ready(ndc_chan *ch, uint32_t slot);
+ * and wake a receiver. Waits only for a repair under way, or while a
+ * receiver is inside its step on the ring cell needed (as long as that one
+ * lives), and no longer than dl (ndc_commit's is NDC_FOREVER). \return 0;
+ * -EINVAL not reserved by this process; -EPIPE closed, -EAGAIN (timeout 0)
+ * / -ETIMEDOUT: the slot is freed, the array dropped. */
+int ndc__give_ready(ndc_chan *ch, uint32_t slot, struct ndc__deadline *dl);
 /* V on the free side: free a slot this process holds in state `held`
  * (RESERVED or LOANED) and wake a sender. \return 0; -EINVAL not held so. */
 int ndc__give_free(ndc_chan *ch, uint32_t slot, uint32_t held);

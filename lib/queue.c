@@ -54,9 +54,20 @@
 
 /* ---- free slots ------------------------------------------------------------- */
 
+/* Whether a state word is one the protocol stores. */
+static int word_valid(const ndc_chan *ch, uint64_t w)
+{
+    uint32_t st = NDC__STATE(w);
+    if (st == NDC__FREE || st == NDC__READY)
+        return w == NDC__WORD(st, 0);
+    return (st == NDC__RESERVED || st == NDC__LOANED || st == NDC__COMMITTING) &&
+           w == NDC__WORD(st, NDC__OWNER(w)) && NDC__OWNER(w) < ch->seg.g.max_peers;
+}
+
 int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot)
 {
     uint32_t n = ch->seg.g.nslots;
+    int bad = 0;
     uint32_t k = atomic_load_explicit(&ch->cursor, memory_order_relaxed);
     if (k >= n)
         k = 0;
@@ -80,8 +91,10 @@ int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot)
             *slot = k;
             return 0;
         }
+        bad |= !word_valid(ch, w);
     }
-    return -EAGAIN;
+    /* a slot whose word is garbage is never found free: lost until a repair */
+    return bad ? ndc__fail(-EBADMSG, "no slot free, and a slot state word is corrupt") : -EAGAIN;
 }
 
 int ndc__queue_free(ndc_chan *ch, uint32_t slot, uint64_t held)
@@ -174,8 +187,13 @@ int ndc__queue_try_take(ndc_chan *ch, uint32_t *slot_out)
 {
     struct ndc__ctrl *c = ch->ctrl;
     uint64_t n = ch->seg.g.nslots;
-    /* a look before the step: an empty ring costs two loads, no write */
-    if (!ndc__queue_has_ready(ch))
+    /* a look before the step: an empty ring costs two loads, no write.
+     * Empty is a head cell that waits for its commit, or whose last
+     * receiver is still inside its step; any other seq is judged in the
+     * step (a stale head, or a corrupt one that would look empty for ever) */
+    uint64_t h0 = atomic_load_explicit(&c->head, memory_order_relaxed);
+    uint64_t cs0 = atomic_load_explicit(&ch->cells[h0 % n].seq, memory_order_acquire);
+    if (cs0 == h0 || cs0 + n == h0 + 1)
         return -EAGAIN;
     int r = step_enter(ch);
     if (r)
@@ -212,14 +230,14 @@ int ndc__queue_try_take(ndc_chan *ch, uint32_t *slot_out)
             *slot_out = slot;
             return 0;
         }
-        if (cs < h + 1) {
-            r = -EAGAIN;   /* not committed yet */
+        if (cs == h || cs + n == h + 1) {
+            r = -EAGAIN;   /* not committed yet (or the cell's last receiver is still inside its step) */
             break;
         }
         uint64_t again = atomic_load_explicit(&c->head, memory_order_relaxed);
         if (again == h) {
-            r = ndc__fail(-EBADMSG, "ready ring cell %llu is ahead of the head",
-                          (unsigned long long)(h % n));
+            r = ndc__fail(-EBADMSG, "ready ring cell %llu holds seq %llu at head %llu",
+                          (unsigned long long)(h % n), (unsigned long long)cs, (unsigned long long)h);
             break;
         }
         h = again;
@@ -232,6 +250,21 @@ int ndc__queue_has_ready(const ndc_chan *ch)
 {
     uint64_t h = atomic_load_explicit(&ch->ctrl->head, memory_order_relaxed);
     return atomic_load_explicit(&ch->cells[h % ch->seg.g.nslots].seq, memory_order_acquire) == h + 1;
+}
+
+int ndc__queue_head_stuck(const ndc_chan *ch)
+{
+    uint64_t n = ch->seg.g.nslots;
+    uint64_t h = atomic_load_explicit(&ch->ctrl->head, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire) & ~NDC__TAIL_CLOSED;
+    uint64_t cs = atomic_load_explicit(&ch->cells[h % n].seq, memory_order_acquire);
+    if (t <= h || (cs != h && cs + n != h + 1))   /* not what a take reads as empty */
+        return 0;
+    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
+    for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++)
+        if (atomic_load_explicit(&ch->peers[i].busy, memory_order_acquire))
+            return 0;   /* a commit under way (or one whose sender stopped or died: the sweep's) */
+    return 1;
 }
 
 int ndc__queue_ended(const ndc_chan *ch)
@@ -314,7 +347,7 @@ static void rebuild(ndc_chan *ch, ndc__alive_fn alive)
         _Atomic uint64_t *stw = &ch->slots[i].state;
         uint64_t w = atomic_load_explicit(stw, memory_order_relaxed);
         uint32_t st = NDC__STATE(w), who = NDC__OWNER(w);
-        if (st == NDC__READY) {
+        if (w == NDC__WORD(NDC__READY, 0)) {   /* exactly what a commit stores; else garbage */
             /* insertion by seq: n is at most NDC_MAX_SLOTS, and this is rare */
             uint64_t seq = ch->slots[i].seq;
             relisted += sane && seq < head0;   /* taken off by a receiver that died before LOANED */

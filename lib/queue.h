@@ -9,7 +9,8 @@
 #include "wait.h"
 
 /* Take a FREE slot for this process (state RESERVED).
- * \return 0 and *slot; -EAGAIN none is free. */
+ * \return 0 and *slot; -EAGAIN none is free; -EBADMSG none is free and
+ * some slot's state word is garbage (it needs a repair to be found free). */
 int ndc__queue_try_reserve(ndc_chan *ch, uint32_t *slot);
 /* Give back a slot this process holds as `held` (RESERVED or LOANED):
  * FREE, and the FREE side's event word changes.
@@ -26,6 +27,12 @@ int ndc__queue_try_commit(ndc_chan *ch, uint32_t slot);
  * under way; -EBADMSG the ring named a slot that is not READY: it must be
  * repaired (ndc__queue_repair) before anything else is taken. */
 int ndc__queue_try_take(ndc_chan *ch, uint32_t *slot);
+/* Whether positions past the head were claimed while the head's cell
+ * reads as empty (waiting for its commit, or for its last receiver to let
+ * go) and no peer is inside a step: once, a commit in flight; seen again
+ * later, a cell that lost its array (a scribble), which holds the ring for
+ * ever unless repaired. */
+int ndc__queue_head_stuck(const ndc_chan *ch);
 /* Whether the stream ended: closed, and every commit before the close taken. */
 int ndc__queue_ended(const ndc_chan *ch);
 /* Whether some array is listed / some slot is FREE (a guess for waiters). */

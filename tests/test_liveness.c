@@ -150,7 +150,9 @@ Test(liveness, loan_held_across_pid_namespace, .timeout = 60)
 
 struct stop_shared { _Atomic int phase; _Atomic int idx; };
 
-/* Take the queue lock as a peer would inside ndc_commit, then stop. */
+/* A repairer stopped half way: the repair lock taken as a sweep or a join
+ * takes it, the gate closed as ndc__queue_repair closes it, then SIGSTOP;
+ * continued, it opens the gate and lets go, as a repair ends. */
 static int stop_inside_lock(void *p)
 {
     void **a = p;
@@ -161,18 +163,36 @@ static int stop_inside_lock(void *p)
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, SEC);
     CK(ndc__peer_lock(h, &dl) == 0, 2, "lock");
+    atomic_store(&h->ctrl->gate, 1);
     atomic_store(&sh->idx, (int)h->me);
     atomic_store(&sh->phase, 1);
     raise(SIGSTOP);
-    ndc__peer_unlock(h);   /* continued: finish the "critical section" */
+    atomic_store(&h->ctrl->gate, 0);   /* continued: finish the "repair" */
+    ndc__futex_wake(&h->ctrl->gate, INT32_MAX);
+    ndc__peer_unlock(h);
     atomic_store(&sh->phase, 2);
     for (;;)
         pause();
 }
 
-/* A process stopped inside the queue lock for longer than any grace period
- * (round 1 took the lock over after 2 s) keeps it: waiters with a timeout
- * give up at their deadline, nobody enters the lock; continued, it lets go
+/* ndc_send of th_send_u64's array: reserve and commit under one timeout. */
+static int send_u64_timed(ndc_chan *ch, uint64_t tag, int64_t tmo)
+{
+    uint64_t buf[64];
+    struct ndc_array a;
+    int64_t shape[1] = { 64 };
+    ndc_array_init(&a, NDC_U64, 1, shape, buf);
+    a.tag = tag;
+    for (int i = 0; i < 64; i++)
+        buf[i] = th_mix(tag * 1000003u + (uint64_t)i);   /* as th_send_u64 fills it */
+    return ndc_send(ch, &a, tmo);
+}
+
+/* A process stopped inside a repair, holding the repair lock with the gate
+ * closed, for longer than any grace period (round 1 took the lock over
+ * after 2 s) keeps both: ring steps with a timeout (acquire, send) give up
+ * at their deadline, a reserve needs neither and is not held up; nobody
+ * enters the lock or opens the gate behind its back; continued, it lets go
  * and the channel goes on with nothing lost. */
 Test(liveness, stopped_lock_holder_keeps_the_lock, .timeout = 60)
 {
@@ -190,7 +210,7 @@ Test(liveness, stopped_lock_holder_keeps_the_lock, .timeout = 60)
         struct ndc_array a;
         int64_t tmo = (calls % 3) * 100 * MS;   /* 0, 100 and 200 ms */
         int64_t t0 = th_now_ns();
-        int r = calls % 2 ? ndc_acquire(ch, &a, tmo) : th_send_u64(ch, 2, 64, tmo);
+        int r = calls % 2 ? ndc_acquire(ch, &a, tmo) : send_u64_timed(ch, 2, tmo);
         int64_t dt = th_now_ns() - t0;
         cr_assert_eq(r, tmo ? -ETIMEDOUT : -EAGAIN, "call %d (timeout %lld ms) under a stopped holder: %d (%s)",
                      calls, (long long)(tmo / MS), r, ndc_strerror(r));
@@ -198,10 +218,21 @@ Test(liveness, stopped_lock_holder_keeps_the_lock, .timeout = 60)
                      (long long)((dt - tmo) / MS), (long long)(tmo / MS));
         worst = dt - tmo > worst ? dt - tmo : worst;
         calls++;
+        /* a free slot is found by its state: no lock, no gate, no wait */
+        ndc_array_init(&a, NDC_U64, 1, (int64_t[]){ 64 }, NULL);
+        t0 = th_now_ns();
+        r = ndc_reserve(ch, &a, 100 * MS);
+        dt = th_now_ns() - t0;
+        cr_assert(r == 0 && dt < 50 * MS, "reserve under a stopped holder: %d (%s) in %lld ms", r,
+                  ndc_strerror(r), (long long)(dt / MS));
+        th_ok(ndc_cancel(ch, &a));
     }
     cr_assert_eq(atomic_load(&ch->ctrl->lock) & ~NDC__LOCK_WAITERS, word, "the lock was taken from its holder");
+    cr_assert_eq(atomic_load(&ch->ctrl->gate), 1, "the gate was opened behind the holder's back");
     struct ndc_stat st = th_stat(ch);
     cr_assert_eq(st.attached, 2, "a stopped process is attached");
+    cr_assert(st.ready == 1 && st.free == 3, "ready %u free %u: the timed sends dropped their arrays", st.ready,
+              st.free);
     kill(p, SIGCONT);
     cr_assert_eq(wait_flag(&sh->phase, 2), 0, "the holder never finished");
     struct ndc_array a;
@@ -212,12 +243,152 @@ Test(liveness, stopped_lock_holder_keeps_the_lock, .timeout = 60)
     th_ok(ndc_acquire(ch, &a, SEC));
     cr_assert_eq(a.tag, 3);
     th_ok(ndc_release(ch, &a));
+    th_expect(ndc_acquire(ch, &a, 0), -EAGAIN);
     fprintf(stderr, "[stopped holder] %d calls in 3 s, worst %.1f ms past their timeout; lock kept\n", calls,
             worst / 1e6);
     kill(p, SIGKILL);
     waitpid(p, NULL, 0);
     st = th_stat(ch);
     cr_assert_eq(st.free, 4);
+    ndc_free(ch);
+}
+
+/* A receiver stopped inside its take: the head claimed, the cell not let
+ * go yet (what a SIGSTOP between the two stores leaves). */
+static int stop_inside_take(void *p)
+{
+    void **a = p;
+    ndc_chan *ch = a[0], *h;
+    struct stop_shared *sh = a[1];
+    die_with_parent();
+    CK(ndc_open_fd(&h, ndc_fd(ch), 0) == 0, 1, "attach");
+    struct ndc_array l;
+    CK(ndc_acquire(h, &l, 5 * SEC) == 0 && l.tag == 1, 2, "acquire tag 1");
+    CK(ndc_release(h, &l) == 0, 3, "release");
+    CK(wait_flag(&sh->phase, 1) == 0, 4, "tag 2 never sent");
+    uint64_t n = h->seg.g.nslots;
+    atomic_fetch_add(&h->peers[h->me].busy, 1);
+    CK(atomic_load(&h->ctrl->gate) == 0, 5, "gate");
+    uint64_t hd = atomic_load(&h->ctrl->head);
+    struct ndc__cell *cell = &h->cells[hd % n];
+    CK(atomic_load(&cell->seq) == hd + 1, 6, "nothing at the head");
+    uint32_t slot = atomic_load(&cell->slot);
+    CK(slot < n && atomic_compare_exchange_strong(&h->ctrl->head, &hd, hd + 1), 7, "head");
+    atomic_store(&sh->phase, 2);
+    raise(SIGSTOP);
+    /* continued: the rest of the step, then the loan is used and given back */
+    atomic_store(&cell->seq, hd + n);
+    uint64_t ready = NDC__WORD(NDC__READY, 0);
+    CK(atomic_compare_exchange_strong(&h->slots[slot].state, &ready, NDC__WORD(NDC__LOANED, h->me)), 8,
+       "the slot it claimed was taken from it: state %#llx", (unsigned long long)ready);
+    atomic_fetch_sub(&h->peers[h->me].busy, 1);
+    struct ndc_array got;
+    CK(h->slots[slot].tag == 2, 9, "claimed tag %llu", (unsigned long long)h->slots[slot].tag);
+    memset(&got, 0, sizeof got);
+    got.data = h->payload + (uint64_t)slot * h->seg.g.slot_stride;
+    got.dtype = NDC_U64;
+    got.ndim = 1;
+    got.shape[0] = 64;
+    got.tag = 2;
+    CK(th_check_u64(&got) == 0, 10, "tag 2 torn");
+    CK(ndc_release(h, &got) == 0, 11, "release of tag 2");
+    atomic_store(&sh->phase, 3);
+    for (;;)
+        pause();
+}
+
+struct commit_later { ndc_chan *ch; struct ndc_array a; _Atomic int rc; _Atomic int64_t took; };
+static void *commit_blocking(void *p)
+{
+    struct commit_later *c = p;
+    int64_t t0 = th_now_ns();
+    atomic_store(&c->rc, ndc_commit(c->ch, &c->a));
+    atomic_store(&c->took, th_now_ns() - t0);
+    return NULL;
+}
+
+/* A receiver stopped inside its ring step, between claiming the head and
+ * letting go of the cell, for longer than the engine waits before it
+ * repairs a stuck cell: its claim is never robbed. A sender whose commit
+ * needs that cell gives up at its deadline (ndc_send: the array dropped,
+ * its slot back; a repair that would wait for the stopped step gives up
+ * too and opens the gate again); a blocking ndc_commit waits; continued,
+ * the receiver finishes its take of the array it claimed, and everything
+ * else arrives once, in order. */
+Test(liveness, stopped_inside_a_step_keeps_its_claim, .timeout = 60)
+{
+    ndc_chan *ch = th_chan(3, 4096);
+    th_ok(th_send_u64(ch, 1, 64, 0));
+    struct stop_shared *sh = th_shared(sizeof *sh);
+    void *args[2] = { ch, sh };
+    pid_t p = th_fork(stop_inside_take, args);
+    /* tag 1 taken by the child, tag 2 (position 1) claimed by it */
+    int64_t end = th_now_ns() + 10 * SEC;
+    while (th_stat(ch).free != 3 && th_now_ns() < end)
+        usleep(1000);
+    th_ok(th_send_u64(ch, 2, 64, 0));
+    atomic_store(&sh->phase, 1);
+    cr_assert_eq(wait_flag(&sh->phase, 2), 0, "the child never claimed tag 2");
+    for (int k = 0; k < 2000 && proc_state(p) != 'T'; k++)
+        usleep(1000);
+    cr_assert_eq(proc_state(p), 'T', "the child is not stopped");
+    /* tags 3 and 4 at positions 2 and 3 (cell 0, let go long ago) come;
+     * tag 5's commit (position 4) needs cell 1, which the child holds */
+    struct ndc_array a;
+    for (uint64_t t = 3; t <= 4; t++) {
+        th_ok(th_send_u64(ch, t, 64, 0));
+        th_ok(ndc_acquire(ch, &a, SEC));
+        cr_assert(a.tag == t && th_check_u64(&a) == 0, "tag %llu, want %llu", (unsigned long long)a.tag,
+                  (unsigned long long)t);
+        th_ok(ndc_release(ch, &a));
+    }
+    int64_t worst = 0;
+    const int64_t tmos[] = { 0, 100 * MS, 300 * MS };
+    for (int i = 0; i < 6; i++) {
+        int64_t tmo = tmos[i % 3], t0 = th_now_ns();
+        int r = send_u64_timed(ch, 5, tmo);
+        int64_t dt = th_now_ns() - t0;
+        cr_assert_eq(r, tmo ? -ETIMEDOUT : -EAGAIN, "send (timeout %lld ms) behind a stopped step: %d (%s)",
+                     (long long)(tmo / MS), r, ndc_strerror(r));
+        cr_assert_lt(dt, tmo + 150 * MS, "send waited %lld ms past a %lld ms timeout", (long long)((dt - tmo) / MS),
+                     (long long)(tmo / MS));
+        worst = dt - tmo > worst ? dt - tmo : worst;
+        cr_assert_eq(atomic_load(&ch->ctrl->gate), 0, "a repair that gave up left the gate closed");
+        struct ndc_stat st = th_stat(ch);
+        cr_assert(st.free == 2 && st.ready == 1 && st.loaned == 0, "free %u ready %u loaned %u: the dropped "
+                  "array's slot is back, the claimed one untouched", st.free, st.ready, st.loaned);
+    }
+    cr_assert_eq(atomic_load(&sh->phase), 2, "the stopped child moved");
+    /* a blocking commit waits for the stopped step */
+    struct commit_later c = { .ch = ch };
+    ndc_array_init(&c.a, NDC_U64, 1, (int64_t[]){ 64 }, NULL);
+    c.a.tag = 5;
+    th_ok(ndc_reserve(ch, &c.a, 0));
+    for (int i = 0; i < 64; i++)
+        ((uint64_t *)c.a.data)[i] = th_mix(5 * 1000003u + (uint64_t)i);
+    atomic_store(&c.rc, 1);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, commit_blocking, &c), 0);
+    usleep(500 * 1000);
+    cr_assert_eq(atomic_load(&c.rc), 1, "commit returned %d while the step it needs was stopped",
+                 atomic_load(&c.rc));
+    kill(p, SIGCONT);
+    pthread_join(t, NULL);
+    cr_assert_eq(atomic_load(&c.rc), 0, "commit: %d (%s)", atomic_load(&c.rc), ndc_strerror(atomic_load(&c.rc)));
+    cr_assert_gt(atomic_load(&c.took), 450 * MS, "commit returned after %lld ms",
+                 (long long)(atomic_load(&c.took) / MS));
+    cr_assert_eq(wait_flag(&sh->phase, 3), 0, "the continued receiver failed: see its stderr");
+    th_ok(ndc_acquire(ch, &a, SEC));
+    cr_assert(a.tag == 5 && th_check_u64(&a) == 0, "tag %llu after the stop, want 5", (unsigned long long)a.tag);
+    th_ok(ndc_release(ch, &a));
+    th_expect(ndc_acquire(ch, &a, 0), -EAGAIN);
+    struct ndc_stat st = th_stat(ch);
+    cr_assert(st.free == 3 && st.sent == 5 && st.received == 5, "free %u sent %llu received %llu", st.free,
+              (unsigned long long)st.sent, (unsigned long long)st.received);
+    fprintf(stderr, "[stopped step] timed sends behind a stopped receiver's step gave up at most %.1f ms late; "
+            "a blocking commit waited for it\n", worst / 1e6);
+    kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
     ndc_free(ch);
 }
 
@@ -672,8 +843,8 @@ Test(space, small_shm_is_enospc_never_sigbus, .timeout = 60)
 
 /* ---- contract ----------------------------------------------------------------- */
 
-/* What ndc_close does, minus the wake-up: the mark lands while the waiter
- * sleeps out its slice, then the closer dies. */
+/* What ndc_close does (ndc__engine_close), minus the wake-up: the marks
+ * land while the waiter sleeps out its slice, then the closer dies. */
 static int close_quietly_and_die(void *p)
 {
     void **a = p;
@@ -694,6 +865,8 @@ static int close_quietly_and_die(void *p)
     for (int i = 0; i < 10000 && !atomic_load(&ch->ctrl->sleepers[side]); i++)
         usleep(500);
     CK(atomic_load(&ch->ctrl->sleepers[side]), 4, "the parent never slept");
+    atomic_fetch_or(&ch->ctrl->tail, NDC__TAIL_CLOSED);
+    atomic_store(&ch->ctrl->closed, 1);
     atomic_fetch_or(&ch->ctrl->sem[NDC__SIDE_READY].count, NDC__CLOSED);
     atomic_fetch_or(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__CLOSED);
     _exit(0);

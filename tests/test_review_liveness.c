@@ -117,12 +117,14 @@ Test(review_fork, attach_racing_fork_leaks_no_liveness_description, .timeout = 6
     ndc_unlink(nm);
 }
 
-/* A fork child of a process one of whose threads was inside the queue lock
- * (waiting for it) inherited that thread's count in in_lock: the child's
- * own single thread then counted as "a sibling holds the lock", so a lock
- * word naming the child's entry with nobody holding it (what a process
- * killed after retiring its own entry inside the lock leaves, or a
- * scribble) was waited for forever instead of being taken over. */
+/* A fork child of a process one of whose threads was inside the repair
+ * lock (waiting for it) inherited that thread's count in in_lock: the
+ * child's own single thread then counted as "a sibling holds the lock", so
+ * a lock word naming the child's entry with nobody holding it (what a
+ * process killed after retiring its own entry inside the lock leaves, or a
+ * scribble) was waited for forever instead of being taken over. Ring steps
+ * need the lock only behind a closed gate (a repair under way), so the
+ * gate is closed here: every commit waits in the lock. */
 struct inlock {
     ndc_chan *ch;
     _Atomic int done;
@@ -148,6 +150,7 @@ static int child_takes_self_named_word(void *p)
     CK(ndc_cancel(ch, &a) == -EINVAL, 1, "cancel of a slot not ours");
     CK(ch->me < NDC_MAX_PEERS, 2, "not joined");
     atomic_store(&ch->ctrl->lock, ch->me + 1);   /* names us; no thread of ours holds it */
+    CK(atomic_load(&ch->ctrl->gate) == 1, 4, "the gate is open: the send would not need the lock");
     int r = th_send_u64(ch, 9, 8, 500 * MS);
     CK(r == 0, 3, "send under a lock word naming this process, held by none of its threads: %d (%s)",
        r, ndc_strerror(r));
@@ -159,9 +162,11 @@ Test(review_fork, child_does_not_inherit_lock_waiters, .timeout = 60)
     ndc_chan *ch = th_chan(4, 64);
     ndc_chan *other;
     th_ok(ndc_open_fd(&other, ndc_fd(ch), 0));
-    /* a word naming a live peer (the other handle) that does not hold it:
-     * the thread waits inside the lock */
+    /* a word naming a live peer (the other handle) that does not hold it,
+     * the gate closed as by its repair: the thread's commit waits inside
+     * the lock */
     atomic_store(&ch->ctrl->lock, other->me + 1);
+    atomic_store(&ch->ctrl->gate, 1);
     struct inlock s = { .ch = ch };
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, send_forever, &s), 0);
@@ -179,6 +184,19 @@ Test(review_fork, child_does_not_inherit_lock_waiters, .timeout = 60)
     pthread_join(t, NULL);
     cr_assert_eq(code, 0, "child: %d", code);
     cr_assert_eq(atomic_load(&s.rc), 0, "the parent's send: %d", atomic_load(&s.rc));
+    cr_assert(atomic_load(&ch->ctrl->gate) == 0 && atomic_load(&ch->ctrl->lock) == 0, "gate %u lock %#x",
+              atomic_load(&ch->ctrl->gate), atomic_load(&ch->ctrl->lock));
+    struct ndc_array a;
+    int seen7 = 0, seen9 = 0;   /* the parent's array and the child's, each once */
+    for (int i = 0; i < 2; i++) {
+        th_ok(ndc_acquire(ch, &a, 0));
+        cr_assert((a.tag == 7 || a.tag == 9) && th_check_u64(&a) == 0, "tag %llu", (unsigned long long)a.tag);
+        seen7 += a.tag == 7;
+        seen9 += a.tag == 9;
+        th_ok(ndc_release(ch, &a));
+    }
+    cr_assert(seen7 == 1 && seen9 == 1, "tag 7 %d times, tag 9 %d times", seen7, seen9);
+    th_expect(ndc_acquire(ch, &a, 0), -EAGAIN);
     ndc_free(other);
     ndc_free(ch);
 }
@@ -295,7 +313,8 @@ Test(review_create, odd_files_are_eproto, .timeout = 30)
  * (scribbled, or left by a process killed inside the lock after retiring
  * its own entry, whose entry this process then took) is taken over even
  * while two threads of the process wait for the lock: waiters are not
- * counted as holders, so they do not mistake each other for one. */
+ * counted as holders, so they do not mistake each other for one. The gate
+ * is closed, so that the threads' commits need the lock. */
 static void *send_2s(void *p)
 {
     struct inlock *s = p;
@@ -310,6 +329,7 @@ Test(review_lock, two_waiters_on_a_word_naming_their_own_process, .timeout = 60)
     ndc_chan *other;
     th_ok(ndc_open_fd(&other, ndc_fd(ch), 0));
     atomic_store(&ch->ctrl->lock, other->me + 1);   /* a live peer, not holding it */
+    atomic_store(&ch->ctrl->gate, 1);                /* repairing, as far as anyone can tell */
     struct inlock s[2] = { { .ch = ch }, { .ch = ch } };
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
@@ -327,6 +347,15 @@ Test(review_lock, two_waiters_on_a_word_naming_their_own_process, .timeout = 60)
                  ndc_strerror(atomic_load(&s[0].rc)));
     cr_assert_eq(atomic_load(&s[1].rc), 0, "thread 1: %d (%s)", atomic_load(&s[1].rc),
                  ndc_strerror(atomic_load(&s[1].rc)));
+    cr_assert(atomic_load(&ch->ctrl->gate) == 0 && atomic_load(&ch->ctrl->lock) == 0, "gate %u lock %#x",
+              atomic_load(&ch->ctrl->gate), atomic_load(&ch->ctrl->lock));
+    struct ndc_array a;
+    for (int i = 0; i < 2; i++) {
+        th_ok(ndc_acquire(ch, &a, 0));
+        cr_assert(a.tag == 3 && th_check_u64(&a) == 0, "tag %llu", (unsigned long long)a.tag);
+        th_ok(ndc_release(ch, &a));
+    }
+    th_expect(ndc_acquire(ch, &a, 0), -EAGAIN);
     ndc_free(other);
     ndc_free(ch);
 }

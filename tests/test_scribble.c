@@ -2,10 +2,14 @@
  * Scribbled and hostile segments:
  *   scribble  a child scribbles on one region of a live segment, then every
  *             call returns 0 or an errno within its time, never crashes or
- *             hangs (round after round);
+ *             hangs (round after round); while the slot table is intact no
+ *             array is delivered twice or torn, and where nothing says the
+ *             channel ended (its geometry, its ring cells, its peer table)
+ *             it is usable afterwards;
  *   attach    a segment whose magic or geometry was scribbled is refused at
  *             attach; garbage peer states do not lock attachers out;
- *   hostile   READY slot headers and queue entries tampered with: -EBADMSG,
+ *   hostile   READY slot headers, ring positions and cells, the gate, event
+ *             words and state words tampered with: -EBADMSG or a repair,
  *             the slot comes back, the next array comes.
  *
  * With -DFAULTS_SOAK=1 (the soak_scribble program): ten times the rounds
@@ -55,17 +59,20 @@ static pid_t dead_pid(void)
 
 /* ---- scribbled segments ---------------------------------------------------------- */
 
-enum { SR_CTRL_HOT, SR_CTRL_GEOM, SR_IDX, SR_PEERS, SR_SLOTS, SR_ALL, SR_N };
-static const char *const sr_name[SR_N] = { "control block past the geometry", "geometry lines",
-                                           "index arrays", "peer table", "slot table", "everything" };
+/* The regions of layout 3: the control block's geometry (lines 0-1 up to
+ * the gate); the rest of it (gate, closed, waiters, event words, repair
+ * lock, tail, head); the ready ring's cells; the peer table (two lines an
+ * entry: the second is the busy count); the slot headers. */
+enum { SR_CTRL_HOT, SR_CTRL_GEOM, SR_CELLS, SR_PEERS, SR_SLOTS, SR_ALL, SR_N };
+static const char *const sr_name[SR_N] = { "control block past the geometry", "geometry",
+                                           "ready ring cells", "peer table", "slot table", "everything" };
 
 static void sr_range(const struct seg *s, int region, size_t *from, size_t *to)
 {
-    size_t idx_end = NDC__IDX_OFF + 4ull * s->g.nslots;
     switch (region) {
-    case SR_CTRL_HOT:  *from = offsetof(struct ndc__ctrl, sleepers); *to = idx_end; break;
-    case SR_CTRL_GEOM: *from = 0; *to = offsetof(struct ndc__ctrl, sleepers); break;
-    case SR_IDX:       *from = NDC__IDX_OFF; *to = idx_end; break;
+    case SR_CTRL_HOT:  *from = offsetof(struct ndc__ctrl, gate); *to = sizeof(struct ndc__ctrl); break;
+    case SR_CTRL_GEOM: *from = 0; *to = offsetof(struct ndc__ctrl, gate); break;
+    case SR_CELLS:     *from = NDC__CELLS_OFF; *to = s->g.peers_off; break;
     case SR_PEERS:     *from = s->g.peers_off; *to = s->g.peers_off + 8 * sizeof(struct ndc__peer); break;
     case SR_SLOTS:     *from = s->g.table_off; *to = s->g.table_off + s->g.nslots * sizeof(struct ndc__slot); break;
     default:           *from = 0; *to = s->g.table_off + s->g.nslots * sizeof(struct ndc__slot); break;
@@ -78,7 +85,9 @@ static uint64_t plausible(uint64_t *rs, uint32_t nslots)
     const uint64_t v[] = { 0, 1, 2, 3, 4, nslots - 1, nslots, nslots + 1, 0xffff, 0x7fffffff, 0x80000000u,
                            0xffffffffu, ~0ull, (uint64_t)getpid(), NDC__WORD(NDC__FREE, 0),
                            NDC__WORD(NDC__READY, 0), NDC__WORD(NDC__RESERVED, 1), NDC__WORD(NDC__LOANED, 2),
-                           NDC__WORD(NDC__READY, 200), 1ull << 40, 1ull << 62, (uint64_t)INT64_MIN };
+                           NDC__WORD(NDC__COMMITTING, 0), NDC__WORD(NDC__COMMITTING, 1),
+                           NDC__WORD(NDC__READY, 200), 1ull << 32, 1ull << 40, 1ull << 62, (uint64_t)INT64_MIN,
+                           NDC__TAIL_CLOSED | 2, NDC__CLOSED | NDC__EVENT };
     return v[rnd(rs) % (sizeof v / sizeof v[0])];
 }
 
@@ -88,7 +97,23 @@ static void scribble(struct seg *s, int region, uint64_t *rs)
     sr_range(s, region, &from, &to);
     size_t len = to - from;
     unsigned char *p = s->base + from;
-    switch (rnd(rs) % 3) {
+    int ring = from <= NDC__CELLS_OFF && to >= s->g.peers_off;                 /* covers the cells */
+    int ends = from <= offsetof(struct ndc__ctrl, tail) && to >= offsetof(struct ndc__ctrl, head) + 8;
+    uint64_t mode = rnd(rs) % (ring || ends ? 6 : 3);
+    switch (mode < 3 ? mode : 3) {   /* half the scribbles of the ring are plausible ones */
+    case 3:   /* the ring made plausible: cells near the head naming slots, or head and tail nudged */
+        for (int n = 1 + (int)(rnd(rs) % 4); n > 0; n--) {
+            uint64_t h = atomic_load(&s->c->head), k = rnd(rs);
+            if (ring && (!ends || (k & 1))) {
+                struct ndc__cell *c = &s->cells[(k >> 1) % s->g.nslots];
+                atomic_store(&c->seq, h + (k >> 8) % (s->g.nslots + 3) - 1);
+                atomic_store(&c->slot, (uint32_t)((k >> 16) % (s->g.nslots + 1)));
+            } else {
+                _Atomic uint64_t *e = (k & 2) ? &s->c->tail : &s->c->head;
+                atomic_store(e, atomic_load(e) + (k >> 8) % 5 - 2);
+            }
+        }
+        break;
     case 0:   /* every byte */
         for (size_t i = 0; i < len; i++)
             p[i] = (unsigned char)rnd(rs);
@@ -145,23 +170,89 @@ static int sane_loan(const ndc_chan *ch, const struct ndc_array *a)
     return 1;
 }
 
+/* The arrays of a round: tags 1-4 are the parent's (arrays of at most 64
+ * bytes), 77-80 the child's (at most 4096). */
+static uint64_t tag_bytes(uint64_t tag) { return tag < 10 ? 64 : 4096; }
+
+/* What the child received. While the slot table is intact (strict), every
+ * array is one that was sent, whole, and comes once. */
+struct seen { int strict; int n[128]; };
+
+static int note(struct seen *v, const struct ndc_array *a, const char *how)
+{
+    if (!v->strict)
+        return 0;
+    CK(a->tag <= 4 || (a->tag >= 77 && a->tag <= 80), 120, "%s: tag %llu was never sent", how,
+       (unsigned long long)a->tag);
+    char msg[200];
+    CK(tag_check(a, tag_bytes(a->tag), msg, sizeof msg) == 0, 121, "%s: %s", how, msg);
+    CK(v->n[a->tag]++ == 0, 122, "%s: tag %llu delivered twice", how, (unsigned long long)a->tag);
+    return 0;
+}
+
+/* The channel works after the scribble: what is listed can be taken, and
+ * an array sent now is received within a second. */
+static int usable_after(ndc_chan *ch, struct seen *v)
+{
+    struct ndc_array a;
+    int r, code;
+    for (int i = 0; i < 8 && ndc_acquire(ch, &a, 200 * MS) == 0; i++) {
+        if ((code = note(v, &a, "draining after the scribble")))
+            return code;
+        CK(ndc_release(ch, &a) == 0, 123, "release");
+    }
+    unsigned char buf[4096];
+    tag_array(80, sizeof buf, &a, buf);
+    th_fill(buf, ndc_array_nbytes(&a), 80);
+    r = ndc_send(ch, &a, SEC);
+    CK(r == 0, 124, "a send after the scribble: %d (%s)", r, ndc_strerror(r));
+    for (int i = 0; i < 8; i++) {
+        r = ndc_acquire(ch, &a, SEC);
+        CK(r == 0, 125, "a receive after the scribble: %d (%s)", r, ndc_strerror(r));
+        uint64_t tag = a.tag;
+        if ((code = note(v, &a, "after the scribble")))
+            return code;
+        CK(ndc_release(ch, &a) == 0, 126, "release");
+        if (tag == 80)
+            return 0;
+    }
+    CK(0, 127, "the array sent after the scribble never came");
+    return 0;
+}
+
 static int scribble_child(void *p)
 {
     struct sarg *g = p;
     die_with_parent();
     ndc_chan *ch = g->ch;
     uint64_t rs = g->seed;
-    int r;
+    int r, code;
+    struct seen *v = calloc(1, sizeof *v);
+    CK(v, 119, "calloc");
     /* join first, holding a loan and a reservation when it can */
     struct ndc_array loan, res, a;
     unsigned char buf[4096];
     int have_loan = ndc_acquire(ch, &loan, 0) == 0;
+    if (have_loan) {
+        v->strict = 1;
+        if ((code = note(v, &loan, "before the scribble")))
+            return code;
+    }
     tag_array(77, 4096, &res, NULL);
     int have_res = ndc_reserve(ch, &res, 0) == 0;
+    if (have_res)
+        th_fill(res.data, ndc_array_nbytes(&res), 77);
 
     scribble(g->s, g->region, &rs);
-    if (rnd(&rs) % 4 == 0)
-        scribble(g->s, (int)(rnd(&rs) % SR_N), &rs);
+    int second = rnd(&rs) % 4 == 0 ? (int)(rnd(&rs) % SR_N) : g->region;
+    if (second != g->region)
+        scribble(g->s, second, &rs);
+    /* no slot header scribbled: nothing can make an array look like another */
+    v->strict = g->region != SR_SLOTS && g->region != SR_ALL && second != SR_SLOTS && second != SR_ALL;
+    /* nothing scribbled that says the channel ended (closed, peers gone)
+     * or forges the state of a slot */
+    int usable = (g->region == SR_CTRL_GEOM || g->region == SR_CELLS || g->region == SR_PEERS) &&
+                 (second == SR_CTRL_GEOM || second == SR_CELLS || second == SR_PEERS);
     /* A word forged to name another live peer (the parent) stalls calls
      * without a timeout until that peer next takes the lock, as the header
      * says; the parent only waits for us here, so that case is not this
@@ -169,6 +260,14 @@ static int scribble_child(void *p)
     uint32_t holder = atomic_load(&g->s->c->lock) & ~NDC__LOCK_WAITERS;
     if (holder && holder - 1 != ch->me && holder <= g->s->g.max_peers && ndc__peer_alive(ch, holder - 1))
         atomic_store(&g->s->c->lock, 0);
+    /* Likewise a busy count forged on the entry of a live process (the
+     * parent's, or this one's own): a repair waits for that process's step
+     * to end, as for one stopped inside it, that is until it exits; calls
+     * without a timeout that meet a repair stall so long. Neither process
+     * is inside a step now: their true counts are 0. */
+    for (uint32_t i = 0; i < g->s->g.max_peers; i++)
+        if (atomic_load(&g->s->peers[i].busy) && ndc__peer_alive(ch, i))
+            atomic_store(&g->s->peers[i].busy, 0);
     int64_t nt_limit = SC_SLACK;
 
     if (have_res)
@@ -179,21 +278,28 @@ static int scribble_child(void *p)
     tag_array(78, 4096, &a, NULL);
     SCALL(r, ndc_reserve(ch, &a, SC_TMO), SC_TMO + SC_SLACK);
     if (r == 0) {
-        memset(a.data, 0x5a, ndc_array_nbytes(&a));
+        th_fill(a.data, ndc_array_nbytes(&a), 78);
         SCALL(r, ndc_commit(ch, &a), SC_SLACK);
     }
     SCALL(r, ndc_acquire(ch, &a, SC_TMO), SC_TMO + SC_SLACK);
     if (r == 0) {
         CK(sane_loan(ch, &a), 112, "acquired an array outside its slot");
+        if ((code = note(v, &a, "acquire")))
+            return code;
         SCALL(r, ndc_release(ch, &a), SC_SLACK);
     }
     tag_array(79, sizeof buf, &a, buf);
+    th_fill(buf, ndc_array_nbytes(&a), 79);
     SCALL(r, ndc_send(ch, &a, SC_TMO), SC_TMO + SC_SLACK);
     a.data = buf;
     SCALL(r, ndc_recv(ch, &a, sizeof buf, SC_TMO), SC_TMO + SC_SLACK);
+    if (r == 0 && (code = note(v, &a, "recv")))
+        return code;
     SCALL(r, ndc_acquire(ch, &a, 0), SC_SLACK);
     if (r == 0) {
         CK(sane_loan(ch, &a), 113, "acquired an array outside its slot");
+        if ((code = note(v, &a, "acquire(0)")))
+            return code;
         SCALL(r, ndc_release(ch, &a), SC_SLACK);
     }
     struct ndc_stat st;
@@ -202,6 +308,8 @@ static int scribble_child(void *p)
     if (r == 0)
         CK(st.free + st.ready + st.loaned == st.slots, 115, "stat %u+%u+%u != %u", st.free, st.ready, st.loaned,
            st.slots);
+    if (usable && (code = usable_after(ch, v)))
+        return code;
     ndc_chan *h2 = NULL;
     SCALL(r, ndc_open_fd(&h2, ndc_fd(ch), 0), SEC + SC_SLACK);   /* joining waits for the lock 1 s at most */
     if (r == 0) {
@@ -217,6 +325,7 @@ static int scribble_child(void *p)
     int64_t t0 = th_now_ns();
     ndc_free(ch);
     CK(th_now_ns() - t0 < 100 * MS, 118, "ndc_free took %lld ms", (long long)((th_now_ns() - t0) / MS));
+    free(v);
     return 0;
 }
 
@@ -258,7 +367,7 @@ static void scribble_rounds(int region, int rounds)
 
 Test(scribble, control_block, .timeout = TMO(120)) { scribble_rounds(SR_CTRL_HOT, ROUNDS(60)); }
 Test(scribble, geometry_lines_live, .timeout = TMO(120)) { scribble_rounds(SR_CTRL_GEOM, ROUNDS(20)); }
-Test(scribble, index_arrays, .timeout = TMO(120)) { scribble_rounds(SR_IDX, ROUNDS(50)); }
+Test(scribble, ring_cells, .timeout = TMO(120)) { scribble_rounds(SR_CELLS, ROUNDS(50)); }
 Test(scribble, peer_table, .timeout = TMO(120)) { scribble_rounds(SR_PEERS, ROUNDS(50)); }
 Test(scribble, slot_table, .timeout = TMO(120)) { scribble_rounds(SR_SLOTS, ROUNDS(60)); }
 Test(scribble, everything, .timeout = TMO(120)) { scribble_rounds(SR_ALL, ROUNDS(60)); }
@@ -293,7 +402,8 @@ Test(attach, scribbled_geometry_rejected_at_attach, .timeout = 60)
         { offsetof(struct ndc__ctrl, magic), 8, 0, -EPROTO, "magic 0" },
         { offsetof(struct ndc__ctrl, magic), 8, NDC__MAGIC + 1, -EPROTO, "magic + 1" },
         { offsetof(struct ndc__ctrl, layout), 4, 1, -EPROTO, "layout 1 (pid liveness)" },
-        { offsetof(struct ndc__ctrl, layout), 4, 3, -EPROTO, "layout 3" },
+        { offsetof(struct ndc__ctrl, layout), 4, 2, -EPROTO, "layout 2 (queue lock)" },
+        { offsetof(struct ndc__ctrl, layout), 4, 4, -EPROTO, "layout 4" },
         { offsetof(struct ndc__ctrl, layout), 4, 0, -EPROTO, "layout 0" },
         { offsetof(struct ndc__ctrl, flags), 4, 1u << 5, -EBADMSG, "unknown flag" },
         { offsetof(struct ndc__ctrl, flags), 4, NDC_HUGEPAGES, -EBADMSG, "hugepages flag (other alignment)" },
@@ -357,7 +467,7 @@ Test(attach, scribbled_geometry_rejected_at_attach, .timeout = 60)
     }
     /* the live handle keeps its own copy of the geometry: scribbling the
      * segment's does not disturb it */
-    for (size_t j = 0; j < offsetof(struct ndc__ctrl, sleepers); j++)
+    for (size_t j = 0; j < offsetof(struct ndc__ctrl, gate); j++)
         s.base[j] = (unsigned char)rnd(&rs);
     th_expect(ndc_open_fd(&h, ndc_fd(ch), 0), atomic_load(&s.c->magic) == NDC__MAGIC ? -EBADMSG : -EPROTO);
     roundtrip(ch, 3, "after scribbling the geometry of a live channel");
@@ -511,70 +621,178 @@ Test(hostile, slot_headers, .timeout = 60)
     }
 }
 
-/* Corrupt queue entries: an index out of range, a ring entry naming a FREE
- * slot, a count far too big, a garbage state word. -EBADMSG once (the queues
- * are rebuilt from the slot states), then the arrays come in order. */
-Test(hostile, queue_entries, .timeout = 60)
+/* Tampered ring positions, cells, gate, event words and state words. The
+ * arrays listed before (tags 1 and 2, at positions just below 2^32) come
+ * in order, each once (an array whose own state word was destroyed or
+ * forged is gone instead), with at most one -EBADMSG on the way (a repair
+ * rebuilds the ring from the slot states); nothing comes twice; every
+ * slot can be reserved again (a slot held by a live peer once it leaves)
+ * and the channel carries arrays in order afterwards. All within a
+ * second. */
+enum {
+    RE_CELL_SLOT_FFFF, RE_CELL_SLOT_FREE, RE_CELL_AHEAD, RE_CELL_EMPTIED, RE_CELL_PREV_ROUND, RE_CELL_STALE_COPY, RE_HEAD_FAR, RE_HEAD_ZERO,
+    RE_TAIL_FAR, RE_TAIL_BEHIND, RE_BOTH_FAR, RE_GATE_CLOSED, RE_EVENTS, RE_STATE_READY, RE_STATE_READY_OWNER,
+    RE_STATE_FREE, RE_COMMITTING_READY, RE_COMMITTING_FREE, RE_N
+};
+static const char *const re_name[RE_N] = {
+    "the head's cell names slot 0xffff", "the head's cell names a FREE slot", "the head's cell is ahead of the head",
+    "the head's cell emptied (its array READY, two more listed behind it)",
+    "the head's cell back at its previous round, full (its array READY, two more listed behind it)",
+    "the cell past the tail lists the head's slot again", "the head far ahead", "the head at 0",
+    "the tail far ahead", "the tail behind the head", "head and tail equal and far ahead",
+    "the gate closed, nobody holding the lock", "both event words garbage", "a READY slot's state word garbage",
+    "a READY slot's state word with an owner", "the FREE slots' state words garbage", "a READY slot marked COMMITTING by a live peer",
+    "a FREE slot marked COMMITTING by a live peer",
+};
+
+Test(hostile, ring_entries, .timeout = 60)
 {
-    for (int variant = 0; variant < 6; variant++) {
+    for (int variant = 0; variant < RE_N; variant++) {
+        const char *what = re_name[variant];
         ndc_chan *ch = th_chan(4, 64);
         struct seg s;
         seg_map(&s, ch);
+        const uint32_t n = s.g.nslots;
+        const uint64_t h = (1ull << 32) - 1;
+        for (uint64_t q = h; q < h + n; q++)
+            atomic_store(&s.cells[q % n].seq, q);
+        atomic_store(&s.c->head, h);
+        atomic_store(&s.c->tail, h);
         int rc;
         for (uint64_t t = 1; t <= 2; t++) {
             send_tag(ch, t, 0, &rc);
             th_ok(rc);
         }
-        uint32_t n = s.g.nslots, head = s.c->ready_head % n;
+        int slot1 = ready_slot_of_seq(&s, h), slot2 = ready_slot_of_seq(&s, h + 1), free1 = -1;
+        cr_assert(slot1 >= 0 && slot2 >= 0);
+        for (uint32_t i = 0; i < n && free1 < 0; i++)
+            if (atomic_load(&s.slots[i].state) == NDC__WORD(NDC__FREE, 0))
+                free1 = (int)i;
+        ndc_chan *h2 = NULL;
+        th_ok(ndc_open_fd(&h2, ndc_fd(ch), 0));
+        struct ndc__cell *hc = &s.cells[h % n];
         switch (variant) {
-        case 0: s.ready_idx[head] = 0xffff; break;
-        case 1: s.ready_idx[head] = (uint16_t)ready_slot_of_seq(&s, 1) ^ 3; break;   /* a FREE slot */
-        case 2: atomic_store(&s.c->sem[NDC__SIDE_READY].count, 0x7fffffff); break;
-        case 3: s.free_idx[1] = 0xfff0; break;
-        case 4: atomic_store(&s.slots[ready_slot_of_seq(&s, 0)].state, 0xdeadbeefcafe); break;
-        case 5: s.c->ready_head = 0xffffffffu; break;
+        case RE_CELL_SLOT_FFFF:  atomic_store(&hc->slot, 0xffff); break;
+        case RE_CELL_SLOT_FREE:  atomic_store(&hc->slot, (uint32_t)free1); break;
+        case RE_CELL_AHEAD:      atomic_store(&hc->seq, h + 5); break;
+        case RE_CELL_EMPTIED:    /* a receiver can tell only by waiting: fill the table first */
+        case RE_CELL_PREV_ROUND:
+            for (uint64_t t = 3; t <= 4; t++) {
+                send_tag(ch, t, 0, &rc);
+                th_ok(rc);
+            }
+            atomic_store(&hc->seq, variant == RE_CELL_EMPTIED ? h : h + 1 - n);
+            break;
+        case RE_CELL_STALE_COPY:
+            atomic_store(&s.cells[(h + 2) % n].slot, (uint32_t)slot1);
+            atomic_store(&s.cells[(h + 2) % n].seq, h + 3);
+            break;
+        case RE_HEAD_FAR:        atomic_store(&s.c->head, h + (1ull << 40)); break;
+        case RE_HEAD_ZERO:       atomic_store(&s.c->head, 0); break;
+        case RE_TAIL_FAR:        atomic_store(&s.c->tail, h + (1ull << 40)); break;
+        case RE_TAIL_BEHIND:     atomic_store(&s.c->tail, h - 1); break;
+        case RE_BOTH_FAR:
+            atomic_store(&s.c->head, 1ull << 40);
+            atomic_store(&s.c->tail, 1ull << 40);
+            break;
+        case RE_GATE_CLOSED:     atomic_store(&s.c->gate, 1); break;
+        case RE_EVENTS:
+            atomic_store(&s.c->sem[NDC__SIDE_READY].count, 0x7ffffffe);
+            atomic_store(&s.c->sem[NDC__SIDE_FREE].count, 0xfffffff0);
+            break;
+        case RE_STATE_READY:     atomic_store(&s.slots[slot1].state, 0xdeadbeefcafe); break;
+        case RE_STATE_READY_OWNER: atomic_store(&s.slots[slot1].state, NDC__WORD(NDC__READY, 7)); break;
+        case RE_STATE_FREE:
+            for (uint32_t i = 0; i < n; i++)
+                if (atomic_load(&s.slots[i].state) == NDC__WORD(NDC__FREE, 0))
+                    atomic_store(&s.slots[i].state, 0xdeadbeef00 + i);
+            break;
+        case RE_COMMITTING_READY:
+            atomic_store(&s.slots[slot1].state, NDC__WORD(NDC__COMMITTING, h2->me));
+            break;
+        case RE_COMMITTING_FREE:
+            atomic_store(&s.slots[free1].state, NDC__WORD(NDC__COMMITTING, h2->me));
+            break;
         }
+        int64_t t0 = th_now_ns();
+        int lost1 = variant == RE_STATE_READY || variant == RE_STATE_READY_OWNER || variant == RE_COMMITTING_READY;
+        int waits = variant == RE_CELL_EMPTIED || variant == RE_CELL_PREV_ROUND;
+        uint64_t last = waits ? 4 : 2;
+        int64_t tmo = waits ? 500 * MS : 0;
         struct ndc_array g;
         int bad = 0;
-        for (uint64_t t = 1; t <= 2; t++) {
-            rc = ndc_acquire(ch, &g, 0);
+        for (uint64_t t = lost1 ? 2 : 1; t <= last; t++) {
+            rc = ndc_acquire(ch, &g, tmo);
             if (rc == -EBADMSG && !bad) {
                 bad = 1;
                 rc = ndc_acquire(ch, &g, 0);
             }
-            if (variant == 4 && t == 1) {
-                /* the array's state word was destroyed: it is gone, not delivered */
-                cr_assert(rc == 0 && g.tag == 2, "variant 4: %d (%s) tag %llu", rc, ndc_strerror(rc),
-                          (unsigned long long)g.tag);
-                th_ok(ndc_release(ch, &g));
-                break;
-            }
-            cr_assert_eq(rc, 0, "variant %d, array %llu: %d (%s) %s", variant, (unsigned long long)t, rc,
-                         ndc_strerror(rc), ndc_last_error());
-            cr_assert_eq(g.tag, t, "variant %d: tag %llu, want %llu", variant, (unsigned long long)g.tag,
+            cr_assert_eq(rc, 0, "%s, array %llu: %d (%s) %s", what, (unsigned long long)t, rc, ndc_strerror(rc),
+                         ndc_last_error());
+            cr_assert_eq(g.tag, t, "%s: tag %llu, want %llu", what, (unsigned long long)g.tag,
                          (unsigned long long)t);
+            char msg[200];
+            cr_assert_eq(tag_check(&g, 64, msg, sizeof msg), 0, "%s: %s", what, msg);
             th_ok(ndc_release(ch, &g));
         }
-        /* the free side too */
+        rc = ndc_acquire(ch, &g, 0);
+        if (rc == -EBADMSG && !bad) {
+            bad = 1;
+            rc = ndc_acquire(ch, &g, 0);
+        }
+        cr_assert_eq(rc, -EAGAIN, "%s: after the arrays: %d (%s), tag %llu", what, rc, ndc_strerror(rc),
+                     rc == 0 ? (unsigned long long)g.tag : 0ull);
+        /* the free side: a slot a live peer holds comes back when it leaves */
+        if (variant == RE_COMMITTING_READY || variant == RE_COMMITTING_FREE) {
+            struct ndc_stat st = th_stat(ch);
+            cr_assert(st.free == n - 1 && st.loaned == 1, "%s: free %u loaned %u while the peer lives", what,
+                      st.free, st.loaned);
+            ndc_free(h2);
+            h2 = NULL;
+        }
         struct ndc_array r[4];
         int got = 0;
-        for (int i = 0; i < 5; i++) {
-            tag_array(10 + (uint64_t)i, 64, &r[got], NULL);
+        for (int i = 0; i < 6 && got < (int)n; i++) {
+            tag_array(10 + (uint64_t)got, 64, &r[got], NULL);
             rc = ndc_reserve(ch, &r[got], 0);
-            if (rc == -EBADMSG)
+            if (rc == -EBADMSG && !bad) {
+                bad = 1;
                 continue;
+            }
             if (rc == -EAGAIN)
                 break;
-            cr_assert_eq(rc, 0, "variant %d: reserve: %d (%s)", variant, rc, ndc_strerror(rc));
+            cr_assert_eq(rc, 0, "%s: reserve: %d (%s) %s", what, rc, ndc_strerror(rc), ndc_last_error());
+            for (int j = 0; j < got; j++)
+                cr_assert_neq(r[j].data, r[got].data, "%s: a slot reserved twice", what);
+            th_fill(r[got].data, ndc_array_nbytes(&r[got]), r[got].tag);
             got++;
-            if (got == 4)
-                break;
         }
-        cr_assert_eq(got, 4, "variant %d: %d slots reserved of 4", variant, got);
-        for (int i = 0; i < got; i++)
-            th_ok(ndc_commit(ch, &r[i]));
+        cr_assert_eq(got, (int)n, "%s: %d slots reserved of %u (%s)", what, got, n, ndc_last_error());
+        for (int i = 0; i < got; i++) {
+            rc = ndc_commit(ch, &r[i]);
+            cr_assert_eq(rc, 0, "%s: commit %d: %d (%s) %s", what, i, rc, ndc_strerror(rc), ndc_last_error());
+        }
         struct ndc_stat st = th_stat(ch);
-        cr_assert(st.ready == 4 && st.free == 0 && st.loaned == 0, "variant %d: ready %u", variant, st.ready);
+        cr_assert(st.ready == n && st.free == 0 && st.loaned == 0, "%s: ready %u free %u loaned %u", what,
+                  st.ready, st.free, st.loaned);
+        for (int i = 0; i < got; i++) {
+            th_ok(ndc_acquire(ch, &g, 0));
+            cr_assert_eq(g.tag, r[i].tag, "%s: afterwards tag %llu, want %llu", what, (unsigned long long)g.tag,
+                         (unsigned long long)r[i].tag);
+            char msg[200];
+            cr_assert_eq(tag_check(&g, 64, msg, sizeof msg), 0, "%s: %s", what, msg);
+            th_ok(ndc_release(ch, &g));
+        }
+        th_expect(ndc_acquire(ch, &g, 0), -EAGAIN);
+        st = th_stat(ch);
+        cr_assert(st.free == n && st.sent == st.received, "%s: free %u sent %llu received %llu", what, st.free,
+                  (unsigned long long)st.sent, (unsigned long long)st.received);
+        cr_assert(atomic_load(&s.c->gate) == 0 && atomic_load(&s.c->lock) == 0, "%s: gate %u lock %#x", what,
+                  atomic_load(&s.c->gate), atomic_load(&s.c->lock));
+        int64_t dt = th_now_ns() - t0;
+        cr_assert_lt(dt, SEC, "%s: took %lld ms", what, (long long)(dt / MS));
+        if (h2)
+            ndc_free(h2);
         seg_unmap(&s);
         ndc_free(ch);
     }
