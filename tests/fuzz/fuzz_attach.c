@@ -41,22 +41,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_LIVE  (4u << 20)    /* attach for real only segments up to this size */
 
 /* Layout 3 as its ABI describes it: a 512-byte control block, then one
- * 64-byte ring cell per slot, 256 peer entries of 128 bytes, one 576-byte
+ * 64-byte ring cell per slot, 256 peer entries of 256 bytes, one 576-byte
  * header per slot, the payloads from the next page (2 MiB under
  * NDC_HUGEPAGES), one stride each. \return 0 for values beyond the limits. */
 _Static_assert(sizeof(struct ndc__ctrl) == 512 && sizeof(struct ndc__cell) == 64 &&
-               sizeof(struct ndc__peer) == 128 && sizeof(struct ndc__slot) == 576 && NDC_MAX_PEERS == 256,
+               sizeof(struct ndc__peer) == 256 && sizeof(struct ndc__slot) == 576 && NDC_MAX_PEERS == 256,
                "layout 3's sizes");
 struct layout { uint64_t stride, peers_off, table_off, payload_off, total_size; };
 static int layout3(const struct ndc__ctrl *c, struct layout *l)
 {
     if (c->nslots < 1 || c->nslots > NDC_MAX_SLOTS || c->slot_bytes > NDC_MAX_SLOT_BYTES ||
-        (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES)))
+        (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES | NDC_BROADCAST)))
+        return 0;
+    /* broadcast settings: history below the slots, a known policy; none
+     * without NDC_BROADCAST */
+    if ((c->flags & NDC_BROADCAST) ? c->history >= c->nslots || c->slow_policy > NDC_SLOW_LATEST
+                                   : c->history || c->slow_policy)
         return 0;
     uint64_t align = (c->flags & NDC_HUGEPAGES) ? (2u << 20) : 4096;
     l->stride = ((c->slot_bytes ? c->slot_bytes : 1) + align - 1) / align * align;
     l->peers_off = 512 + 64ull * c->nslots;
-    l->table_off = l->peers_off + 256 * 128;
+    l->table_off = l->peers_off + 256 * 256;
     l->payload_off = (l->table_off + 576ull * c->nslots + align - 1) / align * align;
     l->total_size = l->payload_off + (uint64_t)c->nslots * l->stride;
     return 1;
@@ -79,7 +84,7 @@ static void check_geometry(const struct ndc__ctrl *c, uint64_t file_size, const 
         abort();
     if (c->nslots < 1 || c->nslots > NDC_MAX_SLOTS || c->slot_bytes > NDC_MAX_SLOT_BYTES)
         abort();
-    if (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES))
+    if (c->flags & ~(uint32_t)(NDC_POPULATE | NDC_HUGEPAGES | NDC_BROADCAST))
         abort();
     uint64_t align = (c->flags & NDC_HUGEPAGES) ? (2u << 20) : 4096;
     uint64_t stride = ((c->slot_bytes ? c->slot_bytes : 1) + align - 1) / align * align;
