@@ -300,7 +300,7 @@ int ndc__take(ndc_chan *ch, int side, struct ndc__deadline *dl, uint32_t *slot)
         if (!spun) {
             spun = 1;
             int64_t budget = atomic_load_explicit(&ch->spin_now[side], memory_order_relaxed);
-            if (budget > 0 && ndc__peer_elsewhere(ch) && spin(ch, side, ev, budget < left ? budget : left))
+            if (budget > 0 && ndc__peer_elsewhere(ch, side) && spin(ch, side, ev, budget < left ? budget : left))
                 continue;
             if (gone_for_good(ch, side, dl))
                 return gone_error(ch, side);

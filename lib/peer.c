@@ -311,11 +311,18 @@ int ndc__peer_other_side_gone(ndc_chan *ch, int side)
     return 1;
 }
 
-int ndc__peer_elsewhere(ndc_chan *ch)
+int ndc__peer_elsewhere(ndc_chan *ch, int side)
 {
     int cpu = ndc__current_cpu();
     atomic_store_explicit(&ch->peers[ch->me].cpu, cpu, memory_order_relaxed);
-    uint32_t hw = peers_hw(ch), others = 0;
+    /* Only a peer that can post what we wait for counts: a sender for a
+     * receiver, a receiver for a sender. A bystander (the process that
+     * created the channel and forked the workers, a monitor) last ran
+     * wherever it ran, and must not make a waiter spin on a CPU its real
+     * peer shares. Until some peer has played the role, any peer counts. */
+    uint32_t role = side == NDC__SIDE_READY ? NDC__PEER_SENT : NDC__PEER_RECEIVED;
+    uint32_t hw = peers_hw(ch), others = 0, with_role = 0;
+    int role_elsewhere = 0, any_elsewhere = 0;
     for (uint32_t i = 0; i < hw; i++) {
         if (i == ch->me)
             continue;
@@ -323,11 +330,17 @@ int ndc__peer_elsewhere(ndc_chan *ch)
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE)
             continue;
         others++;
-        if (atomic_load_explicit(&p->cpu, memory_order_relaxed) != cpu)
-            return 1;
+        int away = atomic_load_explicit(&p->cpu, memory_order_relaxed) != cpu;
+        any_elsewhere |= away;
+        if (atomic_load_explicit(&p->flags, memory_order_relaxed) & role) {
+            with_role++;
+            role_elsewhere |= away;
+        }
     }
+    if (with_role)
+        return role_elsewhere;
     /* alone: only this process's other threads can post; they may run elsewhere */
-    return others == 0 && ndc__can_run_elsewhere();
+    return others ? any_elsewhere : ndc__can_run_elsewhere();
 }
 
 uint32_t ndc__peer_count_alive(const ndc_chan *ch, uint32_t *others)

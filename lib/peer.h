@@ -34,8 +34,10 @@ void ndc__peer_role(ndc_chan *ch, uint32_t role);
 /* Whether every peer that could feed a waiter on `side` is gone: some peer
  * with that role departed, and none with it is live (this process counts). */
 int ndc__peer_other_side_gone(ndc_chan *ch, int side);
-/* Whether spinning can pay: some other live peer last ran on another CPU. */
-int ndc__peer_elsewhere(ndc_chan *ch);
+/* Whether spinning can pay for a waiter on `side`: some live peer that
+ * posts to that side (or, before any has, any live peer) last ran on
+ * another CPU. */
+int ndc__peer_elsewhere(ndc_chan *ch, int side);
 /* Live processes attached, this one included when it is. */
 uint32_t ndc__peer_count_alive(const ndc_chan *ch, uint32_t *others);
 
