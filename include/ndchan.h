@@ -113,7 +113,9 @@ struct ndc_array {                  /* a view: it never owns data */
     int64_t        strides[NDC_MAX_DIMS];   /* bytes; any sign on the send side */
     uint64_t       tag;             /* the sender's, carried unchanged */
     uint64_t       seq;             /* set on receive: the channel's commit order, from 0,
-                                       without gaps */
+                                       never given twice; an array whose receiver died
+                                       before it had it is delivered again, with its
+                                       own (older) seq */
 };
 
 /* Describe `data` as a C-ordered array: fills dtype, ndim, shape and C-order

@@ -382,8 +382,13 @@ static void rebuild(ndc_chan *ch, ndc__alive_fn alive)
      * arrays after it, which nobody has seen. */
     uint64_t head = sane ? head0 - relisted : 0;
     uint64_t tail = head + nready;
+    /* An array listed again (its receiver died before it had it) keeps its
+     * seq: survivors may have had later ones, and a seq is never given
+     * twice. Those come first, in seq order; the rest are numbered on from
+     * head0 (past every seq delivered), dropping the gaps. */
     for (uint32_t i = 0; i < nready; i++)
-        ch->slots[order[i]].seq = head + i;
+        if (!sane || i >= relisted)
+            ch->slots[order[i]].seq = (sane ? head0 - relisted : 0) + i;
     for (uint64_t p = head; p < head + n; p++) {
         struct ndc__cell *cell = &ch->cells[p % n];
         if (p < tail)
