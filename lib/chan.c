@@ -41,6 +41,7 @@
 #include "array.h"
 #include "error.h"
 #include "lock.h"
+#include "notify.h"   /* ndc__wake_n, ndc__notify_free: wait-any and notify fds */
 #include "numa.h"
 #include "peer.h"
 #include "queue.h"
@@ -314,6 +315,7 @@ void ndc_free(ndc_chan *ch)
 {
     if (!ch)
         return;
+    ndc__notify_free(ch);   /* notify.c: this handle's notify fds, while it is a peer */
     /* A handle inherited across fork and never used here has no entry of
      * this process to leave; the parent's stays the parent's. The
      * liveness lock goes last: until then the entry is ours. */
@@ -413,7 +415,8 @@ static void post_wake(ndc_chan *ch, int side)
         atomic_store_explicit(cpu, now_cpu, memory_order_relaxed);
     if (atomic_load_explicit(&ch->ctrl->sleepers[side], memory_order_seq_cst)) {
         atomic_store_explicit(&ch->ctrl->post_ns[side], ndc__now_ns(), memory_order_relaxed);
-        ndc__futex_wake(&ch->ctrl->sem[side].count, 1);
+        /* notify.c: every sleeper while wait-any/notify-fd waiters are among them */
+        ndc__futex_wake(&ch->ctrl->sem[side].count, ndc__wake_n(ch, side));
     }
 }
 

@@ -88,7 +88,9 @@ struct ndc__peer {                 /* one line, written by its own process */
     _Atomic uint32_t flags;        /* NDC__PEER_RDONLY | SENT | RECEIVED */
     _Atomic int32_t  cpu;          /* where it last ran a call: spin only if elsewhere */
     _Atomic uint32_t sleeping[2];  /* its threads asleep on each semaphore */
-    uint8_t  pad[40];
+    _Atomic uint32_t watching[2];  /* of those, wait-any/notify-fd waiters (notify.c): a
+                                      retirement subtracts them from ctrl->watchers */
+    uint8_t  pad[32];
 };
 _Static_assert(sizeof(struct ndc__peer) == NDC__LINE, "one peer per cache line");
 
@@ -116,7 +118,11 @@ struct ndc__ctrl {
     _Atomic uint32_t repairs;          /* queue rebuilds after a death or corruption */
     uint32_t pad1;
     _Atomic int64_t  post_ns[2];       /* when a sleeper was last woken: adaptive spin */
-    uint8_t  pad2[16];
+    _Atomic uint32_t watchers[2];      /* of sleepers[], wait-any and notify-fd waiters (notify.c):
+                                          while nonzero a post wakes every sleeper, so that
+                                          such a waiter cannot take the one wake-up an
+                                          acquirer or reserver needed */
+    uint8_t  pad2[8];
     /* Lines 3-4: the two semaphores, a line each. Waiters spin on (and
      * sleep on) these words, so nothing else lives there: a spinner's reads
      * must not steal the line that a critical section is writing. */
