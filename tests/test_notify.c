@@ -58,6 +58,23 @@ static int fd_readable(int fd, int timeout_ms)
     return n == 1 && (p.revents & POLLIN);
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int64_t median(int64_t *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_i64);
+    return v[n / 2];
+}
+
+/* A wake-up that is missed is found at the next 40 ms look for dead peers:
+ * slow, not lost. The median wake-up says which: a few ms at most under
+ * load when the poster wakes the waiter, 20 ms and more when it does not. */
+#define WAKE_MEDIAN_MAX (12 * MS)
+
 /* ---- wait_any: arguments and one process ------------------------------------ */
 
 Test(wait_any, arguments_and_timeouts, .timeout = 30)
@@ -128,12 +145,15 @@ struct sender_arg {
     int hang_after;      /* pause() after sending, to be killed */
     _Atomic int *sent;   /* set once sent */
     _Atomic int *done;   /* stay attached until set: a sender that exits is a sender gone */
+    _Atomic int64_t *sent_at;   /* when the commit was about to start */
 };
 
 static int sender_main(void *p)
 {
     struct sender_arg *a = p;
     usleep((useconds_t)a->delay_ms * 1000);
+    if (a->sent_at)
+        atomic_store(a->sent_at, th_now_ns());
     CK(th_send_u64(a->ch, a->tag, 4, 5 * SEC) == 0, 1, "send");
     if (a->sent)
         atomic_store(a->sent, 1);
@@ -180,15 +200,17 @@ Test(wait_any, wakes_on_the_right_channel, .timeout = 60)
         chans[i] = th_chan(2, 4096);
         what[i] = NDC_WAIT_ACQUIRE;
     }
+    _Atomic int64_t *sent_at = th_shared(sizeof *sent_at);
+    int64_t lat[40];
     for (int round = 0; round < 40; round++) {
         int k = (round * 5 + 3) % N;
-        struct sender_arg a = { .ch = chans[k], .delay_ms = round % 3 ? 2 : 0, .tag = (uint64_t)round };
+        struct sender_arg a = { .ch = chans[k], .delay_ms = 10, .tag = (uint64_t)round,
+                                .sent_at = sent_at };
         pid_t pid = th_fork(sender_main, &a);
         int32_t ready[N];
-        int64_t t0 = th_now_ns();
         int r = ndc_wait_any(chans, what, N, ready, 5 * SEC);
+        lat[round] = th_now_ns() - atomic_load(sent_at);
         cr_assert_eq(r, 1, "round %d: wait_any = %d (%s)", round, r, ndc_strerror(r));
-        cr_assert_lt(th_now_ns() - t0, 2 * SEC, "round %d: the wake-up took too long", round);
         for (int i = 0; i < N; i++)
             cr_assert_eq(ready[i], i == k, "round %d: ready[%d] = %d, sent on %d", round, i, ready[i], k);
         uint64_t tag;
@@ -196,6 +218,8 @@ Test(wait_any, wakes_on_the_right_channel, .timeout = 60)
         cr_assert_eq(tag, (uint64_t)round);
         cr_assert_eq(th_wait(pid, 5000), 0);
     }
+    int64_t med = median(lat, 40);
+    cr_assert_lt(med, WAKE_MEDIAN_MAX, "median wake-up %.1f ms: the posts do not wake the waiter", med / 1e6);
     for (int i = 0; i < N; i++)
         ndc_free(chans[i]);
 }
@@ -332,17 +356,12 @@ static void *acquire_thread(void *p)
     return NULL;
 }
 
-static int late_sender_main(void *p)
-{
-    ndc_chan *ch = p;
-    usleep(30000);   /* both sides asleep by then */
-    CK(th_send_u64(ch, 7, 4, SEC) == 0, 1, "send");
-    return 0;
-}
-
+/* The acquirer goes to sleep for a 40 ms slice; 5 ms into it one array
+ * comes. Woken, it has it at once; not woken (the wake-up went to the
+ * wait-any waiter only), it finds it at the end of its slice, ~35 ms on. */
 Test(wait_any, never_steals_an_acquirers_wakeup, .timeout = 120)
 {
-    int slow = 0;
+    int late = 0;
     for (int round = 0; round < 20; round++) {
         ndc_chan *ch = th_chan(2, 4096);
         ndc_set_spin(ch, -1);   /* straight to sleep: the order of sleepers is the test */
@@ -351,18 +370,18 @@ Test(wait_any, never_steals_an_acquirers_wakeup, .timeout = 120)
         pthread_create(&w, NULL, wait_any_thread, &b);
         usleep(5000);           /* the wait-any waiter sleeps first */
         pthread_create(&a, NULL, acquire_thread, &b);
-        pid_t pid = th_fork(late_sender_main, ch);
-        int64_t t_send_from = th_now_ns();
+        usleep(5000);
+        int64_t sent_at = th_now_ns();
+        th_ok(th_send_u64(ch, 7, 4, 0));
         pthread_join(a, NULL);
         cr_assert_eq(b.rc, 0, "round %d: acquire = %d (%s)", round, b.rc, ndc_strerror(b.rc));
-        int64_t lat = b.got_at - t_send_from - 30 * MS;
-        slow += lat > 15 * MS;
+        late += b.got_at - sent_at > 25 * MS;
+        th_ok(ndc_close(ch));   /* ends the wait-any waiter's wait if the acquirer was first */
         pthread_join(w, NULL);
-        cr_assert_eq(th_wait(pid, 5000), 0);
         ndc_free(ch);
     }
-    cr_assert_leq(slow, 2, "%d of 20 acquirers were woken late: their wake-up went to the wait-any waiter",
-                  slow);
+    cr_assert_leq(late, 4, "%d of 20 acquirers were woken late: their wake-up went to the wait-any waiter",
+                  late);
 }
 
 /* ---- 1000 channels -------------------------------------------------------- */
@@ -373,6 +392,7 @@ struct many {
     ndc_chan **chans;
     ndc_chan *reply;
     int rounds;
+    _Atomic int64_t *sent_at;
 };
 
 static int many_sender_main(void *p)
@@ -380,6 +400,8 @@ static int many_sender_main(void *p)
     struct many *m = p;
     for (int round = 0; round < m->rounds; round++) {
         int k = (int)(th_mix((uint64_t)round) % MANY);
+        usleep(2000);   /* the receiver asleep by then */
+        atomic_store(m->sent_at, th_now_ns());
         CK(th_send_u64(m->chans[k], (uint64_t)round, 4, 5 * SEC) == 0, 1, "send %d on %d", round, k);
         struct ndc_array a;
         CK(ndc_acquire(m->reply, &a, 5 * SEC) == 0, 2, "round %d: no reply", round);
@@ -413,15 +435,14 @@ static void thousand(int force, int rounds)
         cr_assert_eq(r, 0, "channel %d: %s", i, ndc_strerror(r));
         what[i] = NDC_WAIT_ACQUIRE;
     }
-    struct many m = { .chans = chans, .reply = th_chan(1, 4096), .rounds = rounds };
+    struct many m = { .chans = chans, .reply = th_chan(1, 4096), .rounds = rounds,
+                      .sent_at = th_shared(sizeof(_Atomic int64_t)) };
     pid_t pid = th_fork(many_sender_main, &m);
-    int64_t worst = 0;
+    int64_t *lat = calloc((size_t)rounds, sizeof *lat);
     for (int round = 0; round < rounds; round++) {
         int k = (int)(th_mix((uint64_t)round) % MANY);
-        int64_t t0 = th_now_ns();
         int r = ndc_wait_any(chans, what, MANY, ready, 5 * SEC);
-        int64_t el = th_now_ns() - t0;
-        worst = el > worst ? el : worst;
+        lat[round] = th_now_ns() - atomic_load(m.sent_at);
         cr_assert_eq(r, 1, "round %d: wait_any = %d (%s)", round, r, ndc_strerror(r));
         cr_assert_eq(ready[k], 1, "round %d: sent on %d, not reported", round, k);
         uint64_t tag;
@@ -430,7 +451,10 @@ static void thousand(int force, int rounds)
         th_ok(th_send_u64(m.reply, (uint64_t)round, 4, 5 * SEC));
     }
     cr_assert_eq(th_wait(pid, 10000), 0);
-    cr_log_info("1000 channels, force %d: slowest wake-up %.2f ms", force, worst / 1e6);
+    int64_t med = median(lat, rounds);
+    cr_log_info("1000 channels, force %d: median wake-up %.3f ms", force, med / 1e6);
+    cr_assert_lt(med, WAKE_MEDIAN_MAX, "median wake-up %.1f ms over 1000 channels (force %d)", med / 1e6, force);
+    free(lat);
     ndc__waitany_force = 0;
     ndc_free(m.reply);
     for (int i = 0; i < MANY; i++)
