@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <unistd.h>
@@ -37,6 +38,15 @@ extern int ndc__notify_force;
 extern int ndc__waitany_force;
 int ndc__notify_mode(ndc_chan *ch, uint32_t what);
 enum { AUTO = 0, URING = 1, THREAD = 2 };
+
+/* Every child: die with the test, so that a failed assertion in the
+ * parent never leaves a child waiting for a flag that will not come. */
+static void die_with_parent(void)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        _exit(99);
+}
 
 static int take_one(ndc_chan *ch, uint64_t *tag)
 {
@@ -150,6 +160,7 @@ struct sender_arg {
 
 static int sender_main(void *p)
 {
+    die_with_parent();
     struct sender_arg *a = p;
     usleep((useconds_t)a->delay_ms * 1000);
     if (a->sent_at)
@@ -201,12 +212,16 @@ Test(wait_any, wakes_on_the_right_channel, .timeout = 60)
         what[i] = NDC_WAIT_ACQUIRE;
     }
     _Atomic int64_t *sent_at = th_shared(sizeof *sent_at);
+    _Atomic int *done = th_shared(sizeof *done);
     int64_t lat[40];
+    pid_t pids[40];
     for (int round = 0; round < 40; round++) {
         int k = (round * 5 + 3) % N;
+        /* senders stay: one that left would be a channel whose senders are gone */
         struct sender_arg a = { .ch = chans[k], .delay_ms = 10, .tag = (uint64_t)round,
-                                .sent_at = sent_at };
-        pid_t pid = th_fork(sender_main, &a);
+                                .sent_at = sent_at, .done = done };
+        pid_t pid = pids[round] = th_fork(sender_main, &a);
+        (void)pid;
         int32_t ready[N];
         int r = ndc_wait_any(chans, what, N, ready, 5 * SEC);
         lat[round] = th_now_ns() - atomic_load(sent_at);
@@ -216,8 +231,10 @@ Test(wait_any, wakes_on_the_right_channel, .timeout = 60)
         uint64_t tag;
         th_ok(take_one(chans[k], &tag));
         cr_assert_eq(tag, (uint64_t)round);
-        cr_assert_eq(th_wait(pid, 5000), 0);
     }
+    atomic_store(done, 1);
+    for (int round = 0; round < 40; round++)
+        cr_assert_eq(th_wait(pids[round], 5000), 0);
     int64_t med = median(lat, 40);
     cr_assert_lt(med, WAKE_MEDIAN_MAX, "median wake-up %.1f ms: the posts do not wake the waiter", med / 1e6);
     for (int i = 0; i < N; i++)
@@ -296,6 +313,7 @@ struct releaser_arg {
 
 static int releaser_main(void *p)
 {
+    die_with_parent();
     struct releaser_arg *r = p;
     usleep(20000);
     struct ndc_array a;
@@ -397,6 +415,7 @@ struct many {
 
 static int many_sender_main(void *p)
 {
+    die_with_parent();
     struct many *m = p;
     for (int round = 0; round < m->rounds; round++) {
         int k = (int)(th_mix((uint64_t)round) % MANY);
@@ -541,6 +560,7 @@ struct burst_arg {
 
 static int burst_main(void *p)
 {
+    die_with_parent();
     struct burst_arg *b = p;
     for (int i = 0; i < b->n; i++) {
         CK(th_send_u64(b->ch, (uint64_t)i, 4, 10 * SEC) == 0, 1, "send %d", i);
@@ -689,6 +709,7 @@ Test(notify, reserve_side_thread, .timeout = 60) { reserve_fd(THREAD); }
 /* A fork child makes its own fd; the parent's keeps working. */
 static int child_fd_main(void *p)
 {
+    die_with_parent();
     ndc_chan *ch = p;
     int fd = ndc_notify_fd(ch, NDC_WAIT_ACQUIRE);
     CK(fd >= 0, 1, "ndc_notify_fd in the child = %d", fd);
@@ -736,6 +757,7 @@ Test(notify, fork_child_thread, .timeout = 60) { fork_child(THREAD); }
 /* A killed watcher's counts go with its entry: posts return to waking one. */
 static int watcher_main(void *p)
 {
+    die_with_parent();
     ndc_chan *ch = p;
     CK(ndc_notify_fd(ch, NDC_WAIT_ACQUIRE) >= 0, 1, "notify fd");
     for (;;)
