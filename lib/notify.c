@@ -405,6 +405,10 @@ static int ring_waitv(struct futex_waitv *w, unsigned n, int64_t ns)
         atomic_store(&have_ring_waitv, ring_has_op(r, OP_FUTEX_WAITV) ? 1 : -1);
     if (atomic_load(&have_ring_waitv) < 0)
         return -ENOSYS;
+    if (r->queued)
+        ring_enter(r, 0, -1);   /* never: every call leaves its ring empty */
+    if (r->sq_entries - (atomic_load(r->sq_tail) - atomic_load(r->sq_head)) < batches + 1)
+        return -ENOSYS;
     unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
     for (unsigned b = 0; b < batches; b++) {
         struct io_uring_sqe *s = ring_sqe(r);
@@ -699,6 +703,13 @@ static int uring_arm(struct nstate *st)
 {
     ndc_chan *ch = st->ch;
     struct ring *r = &st->ring;
+    /* at most four SQEs below (poll, timeout, futex, nop); a failed enter
+     * leaves its SQEs queued for the next one */
+    if (r->sq_entries - (atomic_load(r->sq_tail) - atomic_load(r->sq_head)) < 4) {
+        int e = ring_enter(r, 0, -1);
+        if (e)
+            return ndc__fail(e, "io_uring_enter: %s", strerror(-e));
+    }
     unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
     int look = 0, closed = 0;
     for (; st->seen != tail; st->seen++) {
@@ -793,11 +804,16 @@ static int uring_arm(struct nstate *st)
 static void uring_close(struct nstate *st)
 {
     struct ring *r = &st->ring;
+    if (r->queued)
+        ring_enter(r, 0, -1);
     struct io_uring_sqe *s = ring_sqe(r);
-    s->opcode = IORING_OP_ASYNC_CANCEL;
-    s->cancel_flags = IORING_ASYNC_CANCEL_ANY;
-    s->user_data = TAG_CANCEL;
-    int inflight = 1 + st->futex_on + st->close_on + st->retry_on;
+    int inflight = st->futex_on + st->close_on + st->retry_on;
+    if (s) {
+        s->opcode = IORING_OP_ASYNC_CANCEL;
+        s->cancel_flags = IORING_ASYNC_CANCEL_ANY;
+        s->user_data = TAG_CANCEL;
+        inflight++;
+    }
     ring_enter(r, 0, -1);
     for (int tries = 0; tries < 100; tries++) {
         unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
