@@ -13,9 +13,9 @@
  *   ndchan-fd (thread)          the same with the helper-thread fallback
  *   ndchan blocking             ndc_acquire(NDC_FOREVER), spinning off: the
  *                               futex path alone
- * and the wake-up cost of ndc_wait_any: the receiver waits in ndc_wait_any
- * over 1, 128 or 1000 channels (the array comes on a random one), the
- * sender waits for the reply in a blocking ndc_acquire (spinning off).
+ * and the wake-up latency of ndc_wait_any over 1, 128 or 1000 channels
+ * (the receiver asleep in it, the array sent on a random one; against a
+ * blocking ndc_acquire), and what one sleep of it costs the caller.
  * Medians of each run's per-round medians, in microseconds. The two
  * processes are pinned to CPUs 0 and 1 where there are two.
  * Not a test: nothing is asserted. Links the static library to pick the
@@ -308,8 +308,12 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* The receiver waits in ndc_wait_any over n channels (n = 0: a blocking
- * ndc_acquire on the one channel instead). */
+/* Wake-up latency: the receiver sleeps in ndc_wait_any over n channels
+ * (n = 0: a blocking ndc_acquire on one channel instead); the sender waits
+ * until it is surely asleep (1 ms), notes the time, sends on a random
+ * channel; the receiver notes when its call returned. The median of those
+ * differences (one clock, two processes). Then it takes the array and
+ * replies, and the sender waits for the reply before the next round. */
 static int64_t run_wait_any(uint32_t n, int rounds)
 {
     uint32_t nch = n ? n : 1;
@@ -321,6 +325,10 @@ static int64_t run_wait_any(uint32_t n, int rounds)
         what[i] = NDC_WAIT_ACQUIRE;
     }
     ndc_chan *reply = chan();
+    _Atomic int64_t *woke = mmap(NULL, sizeof *woke * (size_t)rounds, PROT_READ | PROT_WRITE,
+                                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (woke == MAP_FAILED)
+        die("mmap", 0);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -330,6 +338,7 @@ static int64_t run_wait_any(uint32_t n, int rounds)
             uint32_t k = (uint32_t)(mix((uint64_t)i) % nch);
             if (n) {
                 int r = ndc_wait_any(chans, what, n, ready, NDC_FOREVER);
+                atomic_store(&woke[i], now_ns());
                 if (r < 1 || ready[k] != 1)
                     die("ndc_wait_any", r < 0 ? r : -EPROTO);
                 struct ndc_array a;
@@ -338,6 +347,7 @@ static int64_t run_wait_any(uint32_t n, int rounds)
                 ndc_release(chans[k], &a);
             } else {
                 take_blocking(chans[k]);
+                atomic_store(&woke[i], now_ns());
             }
             send_token(reply, (uint64_t)i);
         }
@@ -347,14 +357,17 @@ static int64_t run_wait_any(uint32_t n, int rounds)
     int64_t *t = malloc(sizeof *t * (size_t)rounds);
     for (int i = 0; i < rounds; i++) {
         uint32_t k = (uint32_t)(mix((uint64_t)i) % nch);
+        struct timespec ms = { 0, 1000000 };
+        nanosleep(&ms, NULL);
         int64_t t0 = now_ns();
         send_token(chans[k], (uint64_t)i);
         take_blocking(reply);
-        t[i] = now_ns() - t0;
+        t[i] = atomic_load(&woke[i]) - t0;
     }
     waitpid(pid, NULL, 0);
     int64_t m = median(t, rounds);
     free(t);
+    munmap(woke, sizeof *woke * (size_t)rounds);
     for (uint32_t i = 0; i < nch; i++)
         ndc_free(chans[i]);
     ndc_free(reply);
@@ -364,13 +377,47 @@ static int64_t run_wait_any(uint32_t n, int rounds)
     return m;
 }
 
+/* What one sleep costs the caller: ndc_wait_any over n idle channels with
+ * a 1 us timeout (count in, arm the kernel's waits, time out, undo). */
+static int64_t run_wait_any_call(uint32_t n, int rounds)
+{
+    ndc_chan **chans = calloc(n, sizeof *chans);
+    uint32_t *what = calloc(n, sizeof *what);
+    int32_t *ready = calloc(n, sizeof *ready);
+    for (uint32_t i = 0; i < n; i++) {
+        chans[i] = chan();
+        what[i] = NDC_WAIT_ACQUIRE;
+    }
+    pin(0);
+    int64_t *t = malloc(sizeof *t * (size_t)rounds);
+    for (int i = 0; i < rounds; i++) {
+        int64_t t0 = now_ns();
+        int r = ndc_wait_any(chans, what, n, ready, 1000);
+        t[i] = now_ns() - t0;
+        if (r != -ETIMEDOUT)
+            die("ndc_wait_any", r);
+    }
+    int64_t m = median(t, rounds);
+    free(t);
+    for (uint32_t i = 0; i < n; i++)
+        ndc_free(chans[i]);
+    free(chans);
+    free(what);
+    free(ready);
+    return m;
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
-#define ROWS 10
+#define ROWS 13
+#define FIRST_WAKE 6   /* rows from here: wake-up latency, not round trips */
+#define FIRST_CALL 10  /* rows from here: the cost of one call */
 static const char *const row_name[ROWS] = {
     "eventfd (raw)", "pipe (raw)", "unix-dgram (raw)", "ndchan-fd (io_uring)",
-    "ndchan-fd (thread)", "ndchan blocking acquire", "ndc_wait_any, 1 channel",
-    "ndc_wait_any, 128 channels", "ndc_wait_any, 1000 channels", "ndc_acquire, 1 of 1000 channels",
+    "ndchan-fd (thread)", "ndchan blocking acquire",
+    "ndc_acquire (1 channel)", "ndc_wait_any, 1 channel", "ndc_wait_any, 128 channels",
+    "ndc_wait_any, 1000 channels",
+    "ndc_wait_any, 1", "ndc_wait_any, 128", "ndc_wait_any, 1000",
 };
 
 static int64_t run_row(int row, int rounds)
@@ -382,10 +429,13 @@ static int64_t run_row(int row, int rounds)
     case 3: return run_ndchan(1, rounds);
     case 4: return run_ndchan(2, rounds);
     case 5: return run_ndchan(0, rounds);
-    case 6: return run_wait_any(1, rounds / 4);
-    case 7: return run_wait_any(128, rounds / 4);
-    case 8: return run_wait_any(1000, rounds / 4);
-    default: return run_wait_any(0, rounds / 4);
+    case 6: return run_wait_any(0, rounds / 20);
+    case 7: return run_wait_any(1, rounds / 20);
+    case 8: return run_wait_any(128, rounds / 20);
+    case 9: return run_wait_any(1000, rounds / 20);
+    case 10: return run_wait_any_call(1, rounds / 20);
+    case 11: return run_wait_any_call(128, rounds / 20);
+    default: return run_wait_any_call(1000, rounds / 20);
     }
 }
 
@@ -409,13 +459,19 @@ int main(int argc, char **argv)
     for (int run = 0; run < runs; run++)
         for (int row = 0; row < ROWS; row++)
             res[row][run] = run_row(row, rounds);
-    printf("round trip, median of %d runs of %d rounds (%d for wait-any rows); us\n", runs, rounds,
-           rounds / 4);
-    printf("%-34s %8s   %s\n", "", "median", "per-run medians");
     for (int row = 0; row < ROWS; row++) {
+        if (row == 0)
+            printf("round trip, two processes, each in epoll_wait (or the call named); median of %d "
+                   "runs of %d rounds, us\n", runs, rounds);
+        if (row == FIRST_WAKE)
+            printf("wake-up latency: post to return of the sleeping call, receiver asleep; median of "
+                   "%d runs of %d rounds, us\n", runs, rounds / 20);
+        if (row == FIRST_CALL)
+            printf("one ndc_wait_any call over n idle channels with a 1 us timeout (a sleep's "
+                   "overhead); median of %d runs of %d calls, us\n", runs, rounds / 20);
         int64_t v[50];
         memcpy(v, res[row], sizeof v[0] * (size_t)runs);
-        printf("%-34s %8.2f  ", row_name[row], median(v, runs) / 1e3);
+        printf("  %-32s %8.2f   runs:", row_name[row], median(v, runs) / 1e3);
         for (int run = 0; run < runs; run++)
             printf(" %.2f", res[row][run] / 1e3);
         printf("\n");
