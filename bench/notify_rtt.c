@@ -11,6 +11,9 @@
  *   ndchan-fd (io_uring)        two channels, ndc_notify_fd in epoll, take
  *                               with timeout 0, ndc_notify_arm
  *   ndchan-fd (thread)          the same with the helper-thread fallback
+ *   ndchan + socket doorbell    mechanism (a) simulated: a datagram socket
+ *                               per waiting side, written by the poster
+ *                               only while the waiter armed a shared flag
  *   ndchan blocking             ndc_acquire(NDC_FOREVER), spinning off: the
  *                               futex path alone
  * and the wake-up latency of ndc_wait_any over 1, 128 or 1000 channels
@@ -298,6 +301,92 @@ static int64_t run_ndchan(int mode, int rounds)
     return m;
 }
 
+/* Mechanism (a) simulated over the public API, for comparison: a datagram
+ * socket per waiting side that the poster writes only while the waiter has
+ * armed it (a flag in shared memory), as a socket bound next to the channel
+ * would be used. The receiver drains the socket, takes until -EAGAIN, arms
+ * the flag and looks once more; the sender commits, then, if the flag is
+ * set, clears it and sends one datagram. */
+static int take_by_socket(ndc_chan *ch, int ep, int sock, _Atomic int *armed)
+{
+    int got = 0;
+    for (;;) {
+        struct ndc_array a;
+        int r;
+        while ((r = ndc_acquire(ch, &a, 0)) == 0) {
+            ndc_release(ch, &a);
+            got++;
+        }
+        if (r != -EAGAIN)
+            die("ndc_acquire", r);
+        if (got)
+            return got;
+        atomic_store(armed, 1);   /* seq_cst: pairs with the poster's exchange */
+        if ((r = ndc_acquire(ch, &a, 0)) == 0) {
+            atomic_store(armed, 0);
+            ndc_release(ch, &a);
+            return 1;
+        }
+        epoll_one(ep);
+        uint64_t v;
+        while (recv(sock, &v, sizeof v, MSG_DONTWAIT) > 0)
+            ;
+    }
+}
+
+static void post_by_socket(ndc_chan *ch, uint64_t tag, int sock, _Atomic int *armed)
+{
+    send_token(ch, tag);
+    if (atomic_load(armed) && atomic_exchange(armed, 0)) {
+        uint64_t v = 1;
+        send(sock, &v, sizeof v, 0);
+    }
+}
+
+static int64_t run_socket_doorbell(int rounds)
+{
+    ndc_chan *ping = chan(), *pong = chan();
+    int sv[2][2];   /* [0]: the child's doorbell, [1]: the parent's; [i][0] is read */
+    for (int i = 0; i < 2; i++)
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, sv[i]))
+            die("socketpair", 0);
+    _Atomic int *armed = mmap(NULL, 2 * sizeof *armed, PROT_READ | PROT_WRITE,
+                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        pin(1);
+        int ep = epoll_on(sv[0][0]);
+        for (int i = 0; i < rounds; i++) {
+            take_by_socket(ping, ep, sv[0][0], &armed[0]);
+            post_by_socket(pong, (uint64_t)i, sv[1][1], &armed[1]);
+        }
+        _exit(0);
+    }
+    pin(0);
+    int ep = epoll_on(sv[1][0]);
+    int64_t *t = malloc(sizeof *t * (size_t)rounds);
+    for (int i = 0; i < rounds; i++) {
+        int64_t t0 = now_ns();
+        post_by_socket(ping, (uint64_t)i, sv[0][1], &armed[0]);
+        take_by_socket(pong, ep, sv[1][0], &armed[1]);
+        t[i] = now_ns() - t0;
+    }
+    waitpid(pid, NULL, 0);
+    int64_t m = median(t, rounds);
+    free(t);
+    close(ep);
+    for (int i = 0; i < 2; i++) {
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    munmap(armed, 2 * sizeof *armed);
+    ndc_free(ping);
+    ndc_free(pong);
+    return m;
+}
+
 /* ---- wait-any ----------------------------------------------------------------- */
 
 static uint64_t mix(uint64_t x)
@@ -409,12 +498,12 @@ static int64_t run_wait_any_call(uint32_t n, int rounds)
 
 /* ---- main ------------------------------------------------------------------- */
 
-#define ROWS 13
-#define FIRST_WAKE 6   /* rows from here: wake-up latency, not round trips */
-#define FIRST_CALL 10  /* rows from here: the cost of one call */
+#define ROWS 14
+#define FIRST_WAKE 7   /* rows from here: wake-up latency, not round trips */
+#define FIRST_CALL 11  /* rows from here: the cost of one call */
 static const char *const row_name[ROWS] = {
     "eventfd (raw)", "pipe (raw)", "unix-dgram (raw)", "ndchan-fd (io_uring)",
-    "ndchan-fd (thread)", "ndchan blocking acquire",
+    "ndchan-fd (thread)", "ndchan + socket doorbell (a, sim.)", "ndchan blocking acquire",
     "ndc_acquire (1 channel)", "ndc_wait_any, 1 channel", "ndc_wait_any, 128 channels",
     "ndc_wait_any, 1000 channels",
     "ndc_wait_any, 1", "ndc_wait_any, 128", "ndc_wait_any, 1000",
@@ -428,13 +517,14 @@ static int64_t run_row(int row, int rounds)
     case 2: return run_raw(RAW_DGRAM, rounds);
     case 3: return run_ndchan(1, rounds);
     case 4: return run_ndchan(2, rounds);
-    case 5: return run_ndchan(0, rounds);
-    case 6: return run_wait_any(0, rounds / 20);
-    case 7: return run_wait_any(1, rounds / 20);
-    case 8: return run_wait_any(128, rounds / 20);
-    case 9: return run_wait_any(1000, rounds / 20);
-    case 10: return run_wait_any_call(1, rounds / 20);
-    case 11: return run_wait_any_call(128, rounds / 20);
+    case 5: return run_socket_doorbell(rounds);
+    case 6: return run_ndchan(0, rounds);
+    case 7: return run_wait_any(0, rounds / 20);
+    case 8: return run_wait_any(1, rounds / 20);
+    case 9: return run_wait_any(128, rounds / 20);
+    case 10: return run_wait_any(1000, rounds / 20);
+    case 11: return run_wait_any_call(1, rounds / 20);
+    case 12: return run_wait_any_call(128, rounds / 20);
     default: return run_wait_any_call(1000, rounds / 20);
     }
 }
