@@ -402,6 +402,60 @@ Test(wait_any, never_steals_an_acquirers_wakeup, .timeout = 120)
                   late);
 }
 
+static void raise_nofile(rlim_t want);
+
+/* A caught signal ends the sleep with -EINTR, in futex_waitv (few
+ * entries) and in the io_uring sleep (over 128). */
+static void on_signal(int sig) { (void)sig; }
+
+struct poker {
+    pthread_t target;
+    int64_t after_ns;
+};
+
+static void *poke_main(void *p)
+{
+    struct poker *k = p;
+    struct timespec ts = { 0, k->after_ns };
+    nanosleep(&ts, NULL);
+    pthread_kill(k->target, SIGUSR1);
+    return NULL;
+}
+
+static void interrupted(uint32_t n)
+{
+    raise_nofile(4 * n + 64);
+    struct sigaction sa = { .sa_handler = on_signal }, old;   /* no SA_RESTART */
+    sigaction(SIGUSR1, &sa, &old);
+    ndc_chan **chans = calloc(n, sizeof *chans);
+    uint32_t *what = calloc(n, sizeof *what);
+    int32_t *ready = calloc(n, sizeof *ready);
+    for (uint32_t i = 0; i < n; i++) {
+        chans[i] = th_chan(1, 4096);
+        what[i] = NDC_WAIT_ACQUIRE;
+    }
+    struct poker k = { .target = pthread_self(), .after_ns = 50 * MS };
+    pthread_t t;
+    pthread_create(&t, NULL, poke_main, &k);
+    int64_t t0 = th_now_ns();
+    th_expect(ndc_wait_any(chans, what, n, ready, 5 * SEC), -EINTR);
+    cr_assert_lt(th_now_ns() - t0, 2 * SEC);
+    pthread_join(t, NULL);
+    /* and nothing of the sleep is left counted in */
+    for (uint32_t i = 0; i < n; i++)
+        cr_assert(atomic_load(&chans[i]->ctrl->watchers[1]) == 0 &&
+                  atomic_load(&chans[i]->ctrl->sleepers[1]) == 0, "channel %u still counts a waiter", i);
+    sigaction(SIGUSR1, &old, NULL);
+    for (uint32_t i = 0; i < n; i++)
+        ndc_free(chans[i]);
+    free(chans);
+    free(what);
+    free(ready);
+}
+
+Test(wait_any, signal_is_eintr, .timeout = 60) { interrupted(4); }
+Test(wait_any, signal_is_eintr_over_128, .timeout = 60) { interrupted(300); }
+
 /* ---- 1000 channels -------------------------------------------------------- */
 
 enum { MANY = 1000, MANY_ROUNDS = 300 };
