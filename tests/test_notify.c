@@ -23,10 +23,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/io_uring.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/select.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ndchan.h"
@@ -837,5 +842,155 @@ Test(notify, killed_watcher_is_uncounted, .timeout = 60)
     cr_assert_eq(atomic_load(&ch->ctrl->watchers[1]), 0, "a dead watcher is still counted");
     cr_assert_eq(atomic_load(&ch->ctrl->sleepers[1]), 0, "a dead watcher is still a sleeper");
     cr_assert_eq(th_stat(ch).receivers_waiting, 0);
+    ndc_free(ch);
+}
+
+/* ---- other namespaces, other pollers --------------------------------------- */
+
+enum { NS_ARRAYS = 200, NS_SKIP = 77 };
+
+struct ns_arg {
+    const char *to_child, *to_parent;   /* channel names */
+};
+
+/* In new pid and network namespaces: receive NS_ARRAYS through a notify fd
+ * until the end of stream, then send NS_ARRAYS back and hang (to be killed). */
+static int ns_inner(void *p)
+{
+    struct ns_arg *a = p;
+    die_with_parent();
+    ndc_chan *in, *out;
+    CK(ndc_open(&in, a->to_child, 0) == 0, 1, "open in");
+    CK(ndc_open(&out, a->to_parent, 0) == 0, 2, "open out");
+    int fd = ndc_notify_fd(in, NDC_WAIT_ACQUIRE);
+    CK(fd >= 0, 3, "notify fd %d", fd);
+    int got = 0, r = 0;
+    for (;;) {
+        CK(fd_readable(fd, 5000), 4, "no wake-up after %d arrays", got);
+        uint64_t tag;
+        while ((r = take_one(in, &tag)) == 0) {
+            CK(tag == (uint64_t)got, 5, "array %llu, want %d", (unsigned long long)tag, got);
+            got++;
+        }
+        r = ndc_notify_arm(in, NDC_WAIT_ACQUIRE);
+        if (r < 0)
+            break;
+    }
+    CK(r == -EPIPE && got == NS_ARRAYS, 6, "ended with %d after %d arrays", r, got);
+    for (int i = 0; i < NS_ARRAYS; i++)
+        CK(th_send_u64(out, (uint64_t)i, 4, 5 * SEC) == 0, 7, "send %d", i);
+    for (;;)
+        pause();
+}
+
+static int ns_outer(void *p)
+{
+    die_with_parent();
+    if (unshare(CLONE_NEWPID | CLONE_NEWNET) != 0)
+        return NS_SKIP;
+    pid_t c = th_fork(ns_inner, p);
+    int st;
+    waitpid(c, &st, 0);   /* killed with us: PDEATHSIG */
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+}
+
+/* Peers in other pid and network namespaces (sharing /dev/shm): both ways
+ * through notify fds, the end of stream, and a death across the boundary. */
+Test(notify, across_pid_and_net_namespaces, .timeout = 120)
+{
+    struct ns_arg a = { .to_child = strdup(th_unique_name("ns_in")), .to_parent = strdup(th_unique_name("ns_out")) };
+    ndc_chan *out, *in;
+    th_ok(ndc_create(&out, a.to_child, &(struct ndc_chan_opts){ .slots = 4, .slot_bytes = 4096 }));
+    th_ok(ndc_create(&in, a.to_parent, &(struct ndc_chan_opts){ .slots = 4, .slot_bytes = 4096 }));
+    int fd = ndc_notify_fd(in, NDC_WAIT_ACQUIRE);
+    cr_assert_geq(fd, 0);
+    pid_t outer = th_fork(ns_outer, &a);
+    for (int i = 0; i < NS_ARRAYS; i++) {
+        int r = th_send_u64(out, (uint64_t)i, 4, 5 * SEC);
+        if (r != 0) {
+            int st = th_wait(outer, 5000);
+            ndc_free(out);
+            ndc_free(in);
+            ndc_unlink(a.to_child);
+            ndc_unlink(a.to_parent);
+            if (st == NS_SKIP)
+                cr_skip_test("cannot make pid and network namespaces here (needs root)");
+            cr_assert_fail("send %d = %d (%s); the child's status %d", i, r, ndc_strerror(r), st);
+        }
+    }
+    th_ok(ndc_close(out));
+    int got = 0, r = 0;
+    int64_t until = th_now_ns() + 20 * SEC;
+    while (got < NS_ARRAYS && th_now_ns() < until) {
+        cr_assert(fd_readable(fd, 5000), "no wake-up from the other namespace after %d arrays", got);
+        uint64_t tag;
+        while ((r = take_one(in, &tag)) == 0) {
+            cr_assert_eq(tag, (uint64_t)got);
+            got++;
+        }
+        r = ndc_notify_arm(in, NDC_WAIT_ACQUIRE);
+        cr_assert_geq(r, 0, "arm = %d (%s) after %d arrays", r, ndc_strerror(r), got);
+    }
+    cr_assert_eq(got, NS_ARRAYS);
+    /* the sender in there dies: the fd says so within a second */
+    kill(outer, SIGKILL);   /* its child goes with it (PDEATHSIG), in its own pid namespace */
+    th_wait(outer, 5000);
+    int64_t t0 = th_now_ns();
+    while (th_now_ns() - t0 < 3 * SEC && (r = ndc_notify_arm(in, NDC_WAIT_ACQUIRE)) == 0)
+        fd_readable(fd, 1000);
+    cr_assert_eq(r, -EOWNERDEAD, "after the death in the other namespace: arm = %d (%s)", r, ndc_strerror(r));
+    cr_assert_lt(th_now_ns() - t0, SEC);
+    ndc_free(out);
+    ndc_free(in);
+    ndc_unlink(a.to_child);
+    ndc_unlink(a.to_parent);
+}
+
+/* The fd in another io_uring: an IORING_OP_POLL_ADD on it completes when
+ * an array comes. Raw syscalls: the suite builds without liburing too. */
+Test(notify, io_uring_poll_add, .timeout = 30)
+{
+    ndc_chan *ch = th_chan(2, 4096);
+    int fd = ndc_notify_fd(ch, NDC_WAIT_ACQUIRE);
+    cr_assert_geq(fd, 0);
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    int ring = (int)syscall(__NR_io_uring_setup, 4, &p);
+    if (ring < 0)
+        cr_skip_test("no io_uring here: %s", strerror(errno));
+    size_t len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    if (p.sq_off.array + p.sq_entries * sizeof(unsigned) > len)
+        len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ring, IORING_OFF_SQ_RING);
+    struct io_uring_sqe *sqes = mmap(NULL, p.sq_entries * sizeof *sqes, PROT_READ | PROT_WRITE, MAP_SHARED,
+                                     ring, IORING_OFF_SQES);
+    cr_assert(m != MAP_FAILED && sqes != MAP_FAILED);
+    _Atomic unsigned *sq_tail = (_Atomic unsigned *)(m + p.sq_off.tail);
+    unsigned *sq_array = (unsigned *)(m + p.sq_off.array);
+    _Atomic unsigned *cq_tail = (_Atomic unsigned *)(m + p.cq_off.tail);
+    struct io_uring_cqe *cqes = (struct io_uring_cqe *)(m + p.cq_off.cqes);
+    memset(&sqes[0], 0, sizeof sqes[0]);
+    sqes[0].opcode = IORING_OP_POLL_ADD;
+    sqes[0].fd = fd;
+    sqes[0].poll32_events = POLLIN;
+    sqes[0].user_data = 42;
+    sq_array[0] = 0;
+    atomic_store(sq_tail, atomic_load(sq_tail) + 1);
+    cr_assert_eq(syscall(__NR_io_uring_enter, ring, 1, 0, 0, NULL, 0), 1);
+    usleep(20000);
+    cr_assert_eq(atomic_load(cq_tail), 0, "the poll completed on an empty channel");
+    _Atomic int *done = th_shared(sizeof *done);
+    struct sender_arg a = { .ch = ch, .delay_ms = 20, .tag = 3, .done = done };
+    pid_t pid = th_fork(sender_main, &a);
+    cr_assert_eq(syscall(__NR_io_uring_enter, ring, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0), 0);
+    cr_assert_eq(atomic_load(cq_tail), 1);
+    cr_assert_eq(cqes[0].user_data, 42);
+    cr_assert(cqes[0].res & POLLIN, "poll result %#x", cqes[0].res);
+    uint64_t tag;
+    th_ok(take_one(ch, &tag));
+    cr_assert_eq(tag, 3);
+    atomic_store(done, 1);
+    cr_assert_eq(th_wait(pid, 5000), 0);
+    close(ring);
     ndc_free(ch);
 }
