@@ -816,6 +816,34 @@ static void fork_child(int mode)
 Test(notify, fork_child_uring, .timeout = 60) { fork_child(URING); }
 Test(notify, fork_child_thread, .timeout = 60) { fork_child(THREAD); }
 
+/* ndc_free of a handle with armed fds leaves nothing counted in. */
+static void free_uncounts(int mode)
+{
+    use_mode(mode);
+    const char *name = th_unique_name("free_uncounts");
+    ndc_chan *ch, *other;
+    th_ok(ndc_create(&ch, name, &(struct ndc_chan_opts){ .slots = 1, .slot_bytes = 4096 }));
+    th_ok(ndc_open(&other, name, 0));
+    th_ok(th_send_u64(ch, 1, 4, 0));   /* full: a reserve would wait, an acquire would not */
+    cr_assert_geq(ndc_notify_fd(other, NDC_WAIT_RESERVE), 0);
+    cr_assert_geq(ndc_notify_fd(other, NDC_WAIT_ACQUIRE), 0);
+    int64_t until = th_now_ns() + 2 * SEC;   /* the helper thread counts itself in when it sleeps */
+    while (atomic_load(&ch->ctrl->watchers[0]) != 1 && th_now_ns() < until)
+        usleep(1000);
+    cr_assert_eq(atomic_load(&ch->ctrl->watchers[0]), 1, "the armed reserve fd is not counted");
+    ndc_free(other);
+    for (int side = 0; side < 2; side++) {
+        cr_assert_eq(atomic_load(&ch->ctrl->watchers[side]), 0, "side %d: a freed handle's fd still counted", side);
+        cr_assert_eq(atomic_load(&ch->ctrl->sleepers[side]), 0, "side %d: a freed handle's fd still a sleeper", side);
+    }
+    ndc_free(ch);
+    ndc_unlink(name);
+    fini_mode();
+}
+
+Test(notify, free_uncounts_uring, .timeout = 30) { free_uncounts(URING); }
+Test(notify, free_uncounts_thread, .timeout = 30) { free_uncounts(THREAD); }
+
 /* A killed watcher's counts go with its entry: posts return to waking one. */
 static int watcher_main(void *p)
 {
