@@ -19,7 +19,8 @@
  *    -EINVAL, so a passed deadline computed as `deadline - now` never turns
  *    into "forever";
  *  - the library prints nothing, installs no signal handler, starts no thread
- *    (it registers a pthread_atfork handler: see Fork below).
+ *    (it registers pthread_atfork handlers: see Fork below), except one
+ *    helper thread per ndc_notify_fd where io_uring cannot wait on futexes.
  *
  * Liveness. Every process attached to a channel holds an OFD lock
  * (fcntl F_OFD_SETLK) on one byte of the segment file, through a file
@@ -326,6 +327,111 @@ NDC_API int ndc_send_flags(ndc_chan *ch, const struct ndc_array *a, int64_t time
  * is the way to learn the next array's size without taking it (a zero-size
  * array is received whole). */
 NDC_API int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout_ns);
+
+/* ---- waiting on many channels, pollable fds ----------------------------
+ * Both report the condition an ndc_acquire or ndc_reserve would meet now,
+ * without taking anything: "would not wait", because there is an array
+ * (a free slot) to take, or because the call would fail at once (end of
+ * stream, every peer of the other side gone). Nothing is reserved for the
+ * caller: another thread or process may take it first, so a try with
+ * timeout 0 may still give -EAGAIN; wait again then.
+ * Peers that die are noticed within 100 ms, as by a blocking call. */
+
+#define NDC_WAIT_ACQUIRE (1u << 0)   /* an ndc_acquire / ndc_recv would not wait */
+#define NDC_WAIT_RESERVE (1u << 1)   /* an ndc_reserve / ndc_send would not wait */
+#define NDC_WAIT_MAX     65536u      /* most entries of one ndc_wait_any */
+
+/* Wait until any of n (channel, what) entries would not wait, and say
+ * which. chans[i] with what[i] (NDC_WAIT_ACQUIRE or NDC_WAIT_RESERVE; 0
+ * skips the entry, whose channel may then be NULL). A channel may appear
+ * in several entries. On success every ready[i] is set:
+ *    1            an array (acquire) or a free slot (reserve) is there:
+ *                 try it with timeout 0
+ *    0            not ready (or a skipped entry)
+ *   -EPIPE        end of stream: the call would return -EPIPE (acquire:
+ *                 closed and drained; reserve: closed)
+ *   -EOWNERDEAD   nothing there and every peer of the other side is gone
+ *                 (a call with timeout 0 says -EAGAIN in that case: this
+ *                 is how a poller learns it)
+ *   -EPERM        NDC_WAIT_RESERVE on a receive-only handle
+ * Sleeps in the kernel on the channels' own futex words (futex_waitv, 128
+ * words per call): an entry's wake-up costs its poster one FUTEX_WAKE,
+ * as for any sleeper, and while wait-any waiters are among a channel's
+ * sleepers each post wakes all of them (never only this one), so a
+ * waiter here never takes a wake-up from a blocked ndc_acquire/reserve.
+ * Over 128 entries (Linux 6.7 and io_uring available) one sleep covers
+ * them all; otherwise the first 128 entries wake at once and the others
+ * are looked at every millisecond (put the busy ones first). Without
+ * futex_waitv (Linux < 5.16) the first entry wakes at once and the others
+ * are looked at every millisecond. No wake-up is ever missed. Cost: each
+ * sleep counts the caller in on every entry's channel (a few atomic
+ * operations each), and every 40 ms asleep it checks each channel's
+ * peers for deaths (a system call per attached process).
+ * \return the number of nonzero ready[] entries (>= 1)
+ * \return -EAGAIN    timeout 0 and no entry ready
+ * \return -ETIMEDOUT no entry became ready in time
+ * \return -EINTR     a caught signal while asleep
+ * \return -EINVAL    n > NDC_WAIT_MAX, a NULL array with n > 0, an unknown
+ *                    what[i], a NULL chans[i] with what[i] != 0, a negative
+ *                    timeout other than NDC_FOREVER
+ * \return -ENOMEM
+ * ready is untouched on failure. n == 0 (or every entry skipped) just
+ * sleeps out the timeout (-ETIMEDOUT, -EAGAIN for 0). */
+NDC_API int ndc_wait_any(ndc_chan *const *chans, const uint32_t *what, uint32_t n,
+                         int32_t *ready, int64_t timeout_ns);
+
+/* A file descriptor that is readable while an acquire (what =
+ * NDC_WAIT_ACQUIRE) or a reserve (NDC_WAIT_RESERVE) on this handle would
+ * not wait: for poll, epoll, select, io_uring poll, asyncio's add_reader.
+ * The fd is the handle's, made on the first call and returned again by
+ * later calls with the same `what` (one per what); it is closed by
+ * ndc_free (remove it from epoll sets first: a closed fd leaves them), and
+ * the caller must not close, read or write it. Close-on-exec.
+ * Readiness is level-triggered with respect to the condition as of the
+ * last arming: ndc_notify_fd arms it, and so does ndc_notify_arm, which
+ * the caller calls when it has taken what there was:
+ *     fd readable -> take with timeout 0 until -EAGAIN -> ndc_notify_arm:
+ *         0   armed: back to poll; the fd turns readable when an array
+ *             (slot) comes, the stream ends or a peer of the other side dies
+ *         1   something came meanwhile: take again (the fd stays readable)
+ *         < 0 the call's answer now: -EPIPE, -EOWNERDEAD (the fd stays
+ *             readable, so stop polling it)
+ * The fd may be readable when a try then gives -EAGAIN (another taker was
+ * first, or a peer left without a death): arm and poll again. Edge-
+ * triggered use (EPOLLET) works with the same loop: every completion that
+ * makes it readable is a new edge, and an arm that returns 1 leaves it
+ * readable without a new edge, so keep taking until an arm returns 0.
+ * Mechanism: an io_uring of this process with a futex wait on the
+ * channel's word (Linux 6.7+), and an inotify watch on the segment file
+ * for deaths; where io_uring cannot wait on futexes (older kernels,
+ * io_uring disabled or filtered by seccomp, no inotify), an eventfd
+ * written by a helper thread of this process that sleeps on the word (the
+ * library then runs a thread per such fd; it blocks every signal). Either
+ * way nothing crosses processes: anonymous channels and peers in other pid
+ * or network namespaces work alike, and a poster makes no system call for
+ * it unless an fd is armed (then one FUTEX_WAKE per post, from the arming
+ * until the next arm after it fired). Poll the fd from any thread; the
+ * io_uring's completions are delivered by the thread that last armed it,
+ * interrupting (without a signal handler) whatever it is blocked in.
+ * Fork: a child does not share the parent's fd (the number it inherits
+ * stays the parent's ring or eventfd and must not be polled); its first
+ * ndc_notify_fd on the handle makes a new one for it.
+ * \return the fd (>= 0)
+ * \return -EINVAL    NULL ch, or what is not exactly one of the two
+ * \return -EPERM     NDC_WAIT_RESERVE on a receive-only handle
+ * \return -EMFILE, -ENFILE, -ENOMEM, -EAGAIN (no thread): no fd, memory or
+ *                    thread to make it with */
+NDC_API int ndc_notify_fd(ndc_chan *ch, uint32_t what);
+/* Re-arm the handle's notify fd for `what` and say the condition now
+ * (see ndc_notify_fd for the loop). Never waits.
+ * \return 0 armed, nothing to take: the fd is not readable (until it fires)
+ * \return 1 something to take now; the fd stays readable
+ * \return -EPIPE, -EOWNERDEAD: as an acquire/reserve would now (see
+ *         ndc_wait_any's ready[]); the fd stays readable
+ * \return -EPERM  NDC_WAIT_RESERVE on a receive-only handle
+ * \return -EINVAL NULL ch, a bad what, or no notify fd for it in this
+ *         process (ndc_notify_fd makes one) */
+NDC_API int ndc_notify_arm(ndc_chan *ch, uint32_t what);
 
 /* ---- state -------------------------------------------------------------- */
 

@@ -130,19 +130,33 @@ static void free_below(ndc_chan *ch, uint64_t horizon)
         atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
 }
 
+/* The horizon: READY slots below it that nobody reads are the publisher's. */
+static uint64_t horizon_of(const ndc_chan *ch, uint64_t t)
+{
+    uint64_t h = ch->seg.g.history, horizon = t > h ? t - h : 0;
+    if (ch->seg.g.slow_policy != NDC_SLOW_LATEST) {
+        uint64_t low = slowest(ch);
+        if (low < horizon)
+            horizon = low;
+    }
+    return horizon;
+}
+
+int ndc__bcast_can_reserve(const ndc_chan *ch)
+{
+    uint64_t t = committed(ch), w;
+    uint32_t s;
+    return oldest_unread(ch, horizon_of(ch, t), &s, &w) ||
+           (ch->seg.g.slow_policy == NDC_SLOW_LATEST && oldest_unread(ch, t ? t - 1 : 0, &s, &w));
+}
+
 int ndc__bcast_try_reserve(ndc_chan *ch, uint32_t *slot)
 {
     if (ndc__queue_try_reserve(ch, slot) == 0)
         return 0;
     for (int attempt = 0; attempt < 4; attempt++) {
-        uint64_t t = committed(ch), h = ch->seg.g.history;
-        uint64_t horizon = t > h ? t - h : 0;
+        uint64_t t = committed(ch), horizon = horizon_of(ch, t);
         int latest = ch->seg.g.slow_policy == NDC_SLOW_LATEST;
-        if (!latest) {
-            uint64_t low = slowest(ch);
-            if (low < horizon)
-                horizon = low;
-        }
         free_below(ch, horizon);
         if (ndc__queue_try_reserve(ch, slot) == 0)
             return 0;

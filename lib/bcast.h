@@ -18,6 +18,8 @@ void ndc__bcast_subscribe(ndc_chan *ch);
  * else under the latest policy the oldest one nobody is reading.
  * \return 0 and *slot; -EAGAIN none. */
 int ndc__bcast_try_reserve(ndc_chan *ch, uint32_t *slot);
+/* Whether a reserve would find a slot to reuse now (a look, no change). */
+int ndc__bcast_can_reserve(const ndc_chan *ch);
 /* The subscriber's next array (latest policy: its newest unseen one),
  * pinned: its readers count is raised and the loan recorded.
  * \return 0 and *slot; -EAGAIN nothing new; -EBUSY a repair is under way;

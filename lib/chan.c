@@ -27,6 +27,7 @@
 #include "error.h"
 #include "engine.h"
 #include "lock.h"
+#include "notify.h"   /* ndc__notify_free: wait-any and notify fds */
 #include "numa.h"
 #include "peer.h"
 #include "queue.h"
@@ -305,6 +306,7 @@ void ndc_free(ndc_chan *ch)
 {
     if (!ch)
         return;
+    ndc__notify_free(ch);   /* notify.c: this handle's notify fds, while it is a peer */
     /* A handle inherited across fork and never used here has no entry of
      * this process to leave; the parent's stays the parent's. The
      * liveness lock goes last: until then the entry is ours. */

@@ -40,6 +40,7 @@
 #include "bcast.h"
 #include "engine.h"
 #include "error.h"
+#include "notify.h"
 #include "peer.h"
 #include "queue.h"
 
@@ -102,8 +103,9 @@ static void post(ndc_chan *ch, int side)
     atomic_store_explicit(&ch->ctrl->post_ns[side], ndc__now_ns(), memory_order_relaxed);
     /* One sleeper, even on a broadcast channel, where every subscriber
      * wants the array: each one woken passes the wake-up on (sleep_once),
-     * so the publisher's cost does not grow with its subscribers. */
-    ndc__futex_wake(event_word(ch, side), 1);
+     * so the publisher's cost does not grow with its subscribers. Every
+     * one while a wait-any or notify-fd waiter is among them (notify.h). */
+    ndc__futex_wake(event_word(ch, side), ndc__wake_n(ch, side));
 }
 
 /* ---- waiting ---------------------------------------------------------------------- */
@@ -211,13 +213,33 @@ static int gone_for_good(ndc_chan *ch, int side, struct ndc__deadline *dl)
     return !would_take_now(ch, side) && ndc__peer_other_side_gone(ch, side);
 }
 
+static int can_take(ndc_chan *ch, int side)
+{
+    if (side == NDC__SIDE_READY)
+        return has_ready(ch);
+    return ndc__queue_has_free(ch) || (ch->bcast && ndc__bcast_can_reserve(ch));
+}
+
 int ndc__would_take(ndc_chan *ch, int side)
 {
-    if (would_take_now(ch, side))
-        return 1;
+    if (side == NDC__SIDE_FREE && atomic_load_explicit(&ch->ctrl->closed, memory_order_acquire))
+        return NDC__TAKE_END;                /* a reserve on a closed channel: -EPIPE */
+    if (can_take(ch, side))
+        return NDC__TAKE_YES;
+    if (side == NDC__SIDE_READY && ended(ch))
+        return NDC__TAKE_END;                /* closed and drained */
+    if ((ch->bcast && side == NDC__SIDE_FREE) || !ndc__peer_other_side_gone(ch, side))
+        return NDC__TAKE_NO;
+    /* As a waiter does before it says so: sweep once, so that what a peer
+     * that died inside a step left is listed first. Never waits. */
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, 0);
-    return gone_for_good(ch, side, &dl);
+    ndc__peer_sweep(ch, &dl);
+    if (can_take(ch, side))
+        return NDC__TAKE_YES;
+    if (atomic_load_explicit(event_word(ch, side), memory_order_acquire) & NDC__CLOSED)
+        return NDC__TAKE_END;
+    return ndc__peer_other_side_gone(ch, side) ? NDC__TAKE_GONE : NDC__TAKE_NO;
 }
 
 /* What a waiter whose other side is all gone is told: the end of stream

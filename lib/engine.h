@@ -30,8 +30,14 @@ int ndc__give_ready(ndc_chan *ch, uint32_t slot, struct ndc__deadline *dl);
 int ndc__give_free(ndc_chan *ch, uint32_t slot, uint32_t held);
 /* End of stream: mark both sides and wake every waiter. */
 void ndc__engine_close(ndc_chan *ch);
-/* Whether a take on `side` would not wait now: something is there, or the
- * stream ended, or (after a sweep) every peer of the other side is gone. */
+/* Whether a take on `side` (NDC__SIDE_FREE: ndc_reserve, NDC__SIDE_READY:
+ * ndc_acquire) would return without waiting, and why. Nonzero means it
+ * would not wait: NDC__TAKE_YES there is something to take, NDC__TAKE_END
+ * the stream ended (the call gives -EPIPE), NDC__TAKE_GONE every peer of
+ * the other side is gone (-EOWNERDEAD). Every readiness decision of
+ * wait-any and the notify fds (notify.c) goes through here. Never waits
+ * (it may sweep, with timeout 0). */
+enum { NDC__TAKE_NO = 0, NDC__TAKE_YES, NDC__TAKE_END, NDC__TAKE_GONE };
 int ndc__would_take(ndc_chan *ch, int side);
 
 #endif

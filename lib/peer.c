@@ -27,6 +27,7 @@
 #include "error.h"
 #include "lock.h"
 #include "bcast.h"
+#include "notify.h"   /* ndc__watch_retire, ndc__wake_n */
 #include "peer.h"
 #include "queue.h"
 
@@ -128,6 +129,7 @@ static uint32_t retire(ndc_chan *ch, uint32_t i, int keep)
                                                            memory_order_relaxed, memory_order_relaxed))
             ;   /* clamped: a scribbled count must not wrap the total */
     }
+    ndc__watch_retire(ch, i);   /* notify.c: its wait-any/notify-fd waiters, likewise */
     atomic_store_explicit(&p->flags, 0, memory_order_relaxed);
     /* release: a joiner's CAS from UNUSED sees the entry cleared */
     if (!keep)
@@ -143,7 +145,8 @@ static uint32_t unlock_and_wake(ndc_chan *ch, uint32_t back)
     struct ndc__ctrl *c = ch->ctrl;
     ndc__peer_unlock(ch);
     if (back)
-        ndc__futex_wake(&c->sem[NDC__SIDE_FREE].count, (int)back);
+        ndc__futex_wake(&c->sem[NDC__SIDE_FREE].count,   /* all, while notify.c's watch */
+                        ndc__wake_n(ch, NDC__SIDE_FREE) == 1 ? (int)back : INT32_MAX);
     atomic_fetch_add_explicit(&c->sem[NDC__SIDE_READY].count, NDC__EVENT, memory_order_release);
     ndc__futex_wake(&c->sem[NDC__SIDE_READY].count, INT32_MAX);
     return back;

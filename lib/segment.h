@@ -99,7 +99,9 @@ struct ndc__peer {                 /* written by its own process */
     _Atomic uint32_t flags;        /* NDC__PEER_RDONLY | SENT | RECEIVED */
     _Atomic int32_t  cpu;          /* where it last ran a call: spin only if elsewhere */
     _Atomic uint32_t sleeping[2];  /* its threads asleep on each side */
-    uint8_t  pad[40];
+    _Atomic uint32_t watching[2];  /* of those, wait-any/notify-fd waiters (notify.c): a
+                                      retirement subtracts them from ctrl->watchers */
+    uint8_t  pad[32];
     /* Line 1, written at every ring step, read only by a repair: the line
      * above is read by every waiter, and must not move with each step. */
     _Atomic uint32_t busy;         /* its threads inside a ready-ring step (queue.c): a repair
@@ -149,7 +151,11 @@ struct ndc__ctrl {
     _Atomic uint32_t repairs;          /* ring rebuilds after a death or corruption */
     uint32_t pad1;
     _Atomic int64_t  post_ns[2];       /* when a sleeper was last woken: adaptive spin */
-    uint8_t  pad2[16];
+    _Atomic uint32_t watchers[2];      /* of sleepers[], wait-any and notify-fd waiters (notify.c):
+                                          while nonzero a post wakes every sleeper, so that
+                                          such a waiter cannot take the one wake-up an
+                                          acquirer or reserver needed */
+    uint8_t  pad2[8];
     /* Lines 3-4: the two event words, a line each. Waiters spin on (and
      * sleep on) these words, so nothing else lives there. The FREE side's
      * changes at every release (senders waiting for a slot spin on it);
