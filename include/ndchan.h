@@ -370,7 +370,9 @@ NDC_API int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t
  * \return the number of nonzero ready[] entries (>= 1)
  * \return -EAGAIN    timeout 0 and no entry ready
  * \return -ETIMEDOUT no entry became ready in time
- * \return -EINTR     a caught signal while asleep
+ * \return -EINTR     a caught signal while asleep (one caught between two
+ *                    sleeps, as the call looks for dead peers, interrupts
+ *                    nothing)
  * \return -EINVAL    n > NDC_WAIT_MAX, a NULL array with n > 0, an unknown
  *                    what[i], a NULL chans[i] with what[i] != 0, a negative
  *                    timeout other than NDC_FOREVER

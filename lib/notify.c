@@ -653,7 +653,7 @@ static int uring_open(struct nstate *st)
     ndc_chan *ch = st->ch;
     int r = ring_init(&st->ring, 8);
     if (r)
-        return r;
+        return ndc__fail(-ENOSYS, "io_uring_setup: %s", strerror(-r));   /* off, filtered, too old */
     if (!ring_has_op(&st->ring, OP_FUTEX_WAIT))
         goto nosys;
     /* a dying peer closes its own description of the segment file */
@@ -669,6 +669,7 @@ static int uring_open(struct nstate *st)
     st->seen = atomic_load(st->ring.cq_tail);
     return 0;
 nosys:
+    ndc__fail(-ENOSYS, "io_uring cannot wait on futexes here, or inotify cannot watch the channel");
     if (st->ino >= 0)
         close(st->ino);
     st->ino = -1;
@@ -1032,7 +1033,7 @@ int ndc_notify_fd(ndc_chan *ch, uint32_t what)
         pthread_mutex_destroy(&st->lock);
         free(st);
         pthread_mutex_unlock(&reg_lock);
-        return r == -ENOSYS ? ndc__fail(-ENOSYS, "io_uring cannot wait on futexes here") : r;
+        return r;
     }
     st->next = reg[bucket(ch)];
     reg[bucket(ch)] = st;
