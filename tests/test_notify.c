@@ -799,6 +799,11 @@ static void fork_child(int mode)
     ndc_chan *ch = th_chan(2, 4096);
     int fd = ndc_notify_fd(ch, NDC_WAIT_ACQUIRE);
     cr_assert_geq(fd, 0);
+    /* Let the parent's helper thread (thread mode) finish starting: a fork
+     * while a thread is being created leaves AddressSanitizer's thread
+     * registry locked in the child, whose own helper then never starts (an
+     * ASan limitation: glibc resets its own locks at fork). */
+    usleep(100000);
     pid_t pid = th_fork(child_fd_main, ch);
     usleep(50000);
     th_ok(th_send_u64(ch, 11, 4, 0));
