@@ -481,7 +481,8 @@ class Channel(_ndchan._Channel):
         True if something is there now (take again). Raises what the take
         would: EndOfStream (ChannelClosed for "reserve") at end of stream,
         PeerDead when nothing is there and every peer on the other side is
-        gone (where a take with timeout=0 only says BlockingIOError)."""
+        gone (where a take with timeout=0 only says BlockingIOError).
+        OSError EINVAL before notify_fd(what) made the fd in this process."""
         return self._arm(_what(what))
 
     async def _ready(self, what):
@@ -517,6 +518,7 @@ class Channel(_ndchan._Channel):
         """take() with timeout=0 until it gives something, awaiting the
         notify fd between tries (the arm loop of notify_fd)."""
         w = _what(what)
+        self._notify_fd(w)                     # made (armed) on first use; arm needs it
         while True:
             try:
                 return take()
