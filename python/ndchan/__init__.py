@@ -49,8 +49,23 @@ is gone), TooManyLoans (OSError ENOBUFS: a broadcast subscriber holds
 MAX_SUB_LOANS loans already) and OSError with the errno and the library's
 detail text (TimeoutError for a timeout, BlockingIOError for timeout=0 and
 nothing to do).
+
+Event loops: Channel.notify_fd(what) is a pollable fd, readable when an
+acquire ("acquire") or a send/reserve ("reserve") would not wait; see its
+docstring for the loop. ndchan.wait_any waits on many channels at once, and
+recv_async / recv_msg_async / acquire_async / send_async await a channel in
+asyncio without a thread:
+
+    async def consume(ch):
+        while True:
+            try:
+                a = await ch.recv_async()
+            except ndchan.EndOfStream:
+                return
 """
+import asyncio
 import collections
+import errno as _errno
 import operator
 import os
 import pickle
@@ -64,9 +79,9 @@ from ._ndchan import npy_write as _npy_write
 from ._ndchan import pin_cpu, suggest_cpus
 
 __all__ = ["Channel", "Queue", "LatestValue", "EndOfStream", "ChannelClosed", "PeerDead",
-           "TooManyLoans", "Stat", "Subscriber", "Message", "unlink", "strerror", "npy_write",
+           "TooManyLoans", "Stat", "wait_any", "Subscriber", "Message", "unlink", "strerror", "npy_write",
            "pin_cpu", "suggest_cpus", "RDONLY", "POPULATE", "HUGEPAGES", "SUBSCRIBE",
-           "SLOW_BLOCK", "SLOW_LATEST", "MAX_SUB_LOANS"]
+           "SLOW_BLOCK", "SLOW_LATEST", "MAX_SUB_LOANS", "WAIT_ACQUIRE", "WAIT_RESERVE"]
 
 __version__ = _ndchan.library_version
 RDONLY = _ndchan.RDONLY
@@ -76,14 +91,19 @@ SUBSCRIBE = _ndchan.SUBSCRIBE
 SLOW_BLOCK = _ndchan.SLOW_BLOCK
 SLOW_LATEST = _ndchan.SLOW_LATEST
 MAX_SUB_LOANS = _ndchan.MAX_SUB_LOANS
+WAIT_ACQUIRE = _ndchan.WAIT_ACQUIRE
+WAIT_RESERVE = _ndchan.WAIT_RESERVE
+_WHATS = {"acquire": WAIT_ACQUIRE, "recv": WAIT_ACQUIRE, "reserve": WAIT_RESERVE,
+          "send": WAIT_RESERVE, WAIT_ACQUIRE: WAIT_ACQUIRE, WAIT_RESERVE: WAIT_RESERVE}
 DEFAULT_SLOT_BYTES = 64 << 20
 _POLICIES = {"block": SLOW_BLOCK, "latest": SLOW_LATEST, SLOW_BLOCK: SLOW_BLOCK, SLOW_LATEST: SLOW_LATEST}
 
-# broadcast, subscribers and dropped: broadcast channels (subscribers attached
-# now; received and dropped sum theirs)
+# broadcast, subscribers, dropped, history and slow_policy: broadcast channels
+# (subscribers attached now; received and dropped sum theirs; history and
+# slow_policy the channel's options, slow_policy SLOW_BLOCK or SLOW_LATEST)
 Stat = collections.namedtuple("Stat", "slots free ready loaned attached receivers_waiting senders_waiting "
                                       "closed stale sent received bytes_sent slot_bytes "
-                                      "broadcast subscribers dropped")
+                                      "broadcast subscribers dropped history slow_policy")
 # one subscriber of a broadcast channel (Channel.subscribers): position is the
 # seq of the next array it takes, lag the arrays committed it has not taken
 Subscriber = collections.namedtuple("Subscriber", "pid loans position lag received dropped")
@@ -240,6 +260,51 @@ class Reservation(Loan):
 
 # ---- channels -----------------------------------------------------------------------------
 
+def _what(what):
+    w = _WHATS.get(what)
+    if w is None:
+        raise ValueError("what must be 'acquire' or 'reserve', not %r" % (what,))
+    return w
+
+
+def wait_any(entries, timeout=None):
+    """Wait until any of several channels would not make a call wait, and
+    return the indices (ascending) of the entries that would not. entries:
+    channels (acquire) or (channel, what) pairs, what "acquire" (an
+    acquire/recv would not wait) or "reserve" (a reserve/send would not).
+
+    Nothing is taken or reserved: take from each returned entry with
+    timeout=0 (another process may have been first: BlockingIOError, wait
+    again). An entry whose stream has ended is returned as ready (its take
+    raises EndOfStream, or ChannelClosed for "reserve"). An entry with
+    nothing there whose every peer on the other side is gone raises PeerDead,
+    with .index (the first such entry) set: a take with timeout=0 could not
+    tell it (BlockingIOError), so leave that entry out to go on with the
+    others. TimeoutError when `timeout` seconds pass first, BlockingIOError
+    for timeout=0 and nothing ready."""
+    chans, whats = [], []
+    for e in entries:
+        if isinstance(e, _ndchan._Channel):
+            chans.append(e)
+            whats.append(WAIT_ACQUIRE)
+        else:
+            ch, what = e
+            chans.append(ch)
+            whats.append(_what(what))
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    ready = _ndchan.wait_any(chans, whats, timeout)
+    for i, r in enumerate(ready):
+        if r == -_errno.EOWNERDEAD:
+            e = PeerDead(_errno.EOWNERDEAD, "%s: entry %d: every peer on the other side is gone"
+                         % (strerror(r), i))
+            e.index = i
+            raise e
+        if r < 0 and r != -_errno.EPIPE:
+            raise OSError(-r, "%s: entry %d" % (strerror(r), i))
+    return [i for i, r in enumerate(ready) if r]
+
+
 def _seconds(block, timeout):
     if not block:
         return 0
@@ -386,6 +451,104 @@ class Channel(_ndchan._Channel):
                 return
             yield ln.array
             del ln
+
+    # -- readiness: poll, select, epoll, asyncio
+
+    def notify_fd(self, what="acquire"):
+        """A file descriptor readable while an acquire (what="acquire") or a
+        send/reserve (what="reserve") on this handle would not wait, or the
+        stream has ended, or every peer on the other side is gone. The
+        handle owns it (closed by detach: unregister it first); do not
+        close, read or write it. The same fd each call, per what and process.
+
+        It is armed when made; after it turns readable, the loop is:
+
+            fd readable -> take with timeout=0 until BlockingIOError -> arm(what):
+                False: armed, poll again
+                True:  something came meanwhile: take again (still readable)
+                EndOfStream / ChannelClosed / PeerDead raised: stop polling
+
+        The fd may be readable and a take still give BlockingIOError (another
+        process was first): arm and poll again. Level-triggered as of the
+        last arming; edge-triggered polling works with the same loop (keep
+        taking until arm returns False). A forked child gets its own fd from
+        its first notify_fd, never the parent's number."""
+        return self._notify_fd(_what(what))
+
+    def arm(self, what="acquire"):
+        """Re-arm notify_fd(what) once a take gave BlockingIOError: False if
+        armed (nothing to take; the fd turns readable when something comes),
+        True if something is there now (take again). Raises what the take
+        would: EndOfStream (ChannelClosed for "reserve") at end of stream,
+        PeerDead when nothing is there and every peer on the other side is
+        gone (where a take with timeout=0 only says BlockingIOError).
+        OSError EINVAL before notify_fd(what) made the fd in this process."""
+        return self._arm(_what(what))
+
+    async def _ready(self, what):
+        """One wait for notify_fd(what) in the running asyncio loop. Several
+        tasks may wait on the same channel: one reader per fd wakes them all."""
+        loop = asyncio.get_running_loop()
+        fd = self._notify_fd(what)
+        try:
+            waiters = self._async_waiters
+        except AttributeError:
+            waiters = self._async_waiters = {}
+        key = (id(loop), what)
+        futs = waiters.get(key)
+        if futs is None:
+            futs = waiters[key] = set()
+
+            def wake():
+                for f in futs:
+                    if not f.done():
+                        f.set_result(None)
+            loop.add_reader(fd, wake)
+        fut = loop.create_future()
+        futs.add(fut)
+        try:
+            await fut
+        finally:
+            futs.discard(fut)
+            if not futs:
+                del waiters[key]
+                loop.remove_reader(fd)
+
+    async def _async(self, what, take):
+        """take() with timeout=0 until it gives something, awaiting the
+        notify fd between tries (the arm loop of notify_fd)."""
+        w = _what(what)
+        self._notify_fd(w)                     # made (armed) on first use; arm needs it
+        while True:
+            try:
+                return take()
+            except BlockingIOError:
+                pass
+            if not self._arm(w):
+                await self._ready(w)
+
+    async def recv_async(self):
+        """recv() for asyncio: awaits the next array (a copy) without blocking
+        the event loop or using a thread (notify_fd with loop.add_reader).
+        EndOfStream at end of stream, PeerDead when every sender is gone."""
+        return (await self.recv_msg_async()).array
+
+    async def recv_msg_async(self):
+        """recv_msg() for asyncio: Message(array, tag, seq)."""
+        return await self._async(WAIT_ACQUIRE, lambda: self.recv_msg(0))
+
+    async def acquire_async(self):
+        """acquire() for asyncio: a Loan (`with await ch.acquire_async() as a:`)."""
+        return await self._async(WAIT_ACQUIRE, lambda: self.acquire(0))
+
+    async def send_async(self, array, tag=0):
+        """send() for asyncio: awaits a free slot. ChannelClosed after close,
+        PeerDead when every receiver is gone and no slot is free."""
+        return await self._async(WAIT_RESERVE, lambda: self.send(array, tag, 0))
+
+    async def reserve_async(self, shape, dtype, tag=0):
+        """reserve() for asyncio: a Reservation, committed by its `with` block."""
+        return await self._async(WAIT_RESERVE, lambda: self.reserve(shape, dtype, tag, 0))
 
     # -- state
 

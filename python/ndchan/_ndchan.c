@@ -846,14 +846,49 @@ static PyObject *chan_stat(ChanObject *self, PyObject *unused)
     int r = ndc_stat(ch, &s);
     if (r)
         return raise_ndc(r, 0);
-    return Py_BuildValue("{sIsIsIsIsIsIsIsNsNsKsKsKsKsNsIsK}", "slots", s.slots, "free", s.free,
+    return Py_BuildValue("{sIsIsIsIsIsIsIsNsNsKsKsKsKsNsIsKsIsI}", "slots", s.slots, "free", s.free,
                          "ready", s.ready, "loaned", s.loaned, "attached", s.attached, "receivers_waiting",
                          s.receivers_waiting, "senders_waiting", s.senders_waiting, "closed",
                          PyBool_FromLong(s.closed), "stale", PyBool_FromLong(s.stale), "sent",
                          (unsigned long long)s.sent, "received", (unsigned long long)s.received,
                          "bytes_sent", (unsigned long long)s.bytes_sent, "slot_bytes",
                          (unsigned long long)s.slot_bytes, "broadcast", PyBool_FromLong(s.broadcast),
-                         "subscribers", s.subscribers, "dropped", (unsigned long long)s.dropped);
+                         "subscribers", s.subscribers, "dropped", (unsigned long long)s.dropped,
+                         "history", s.history, "slow_policy", s.slow_policy);
+}
+
+/* ---- channel: readiness ------------------------------------------------------------ */
+
+/* notify_fd(what) -> the handle's pollable fd for what (NDC_WAIT_ACQUIRE or
+ * NDC_WAIT_RESERVE); the handle owns it. */
+static PyObject *chan_notify_fd(ChanObject *self, PyObject *arg)
+{
+    unsigned long what = PyLong_AsUnsignedLong(arg);
+    if (what == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    ndc_chan *ch = chan_get(self);
+    if (!ch)
+        return NULL;
+    int r = ndc_notify_fd(ch, (uint32_t)what);
+    if (r < 0)
+        return raise_ndc(r, what == NDC_WAIT_RESERVE);
+    return PyLong_FromLong(r);
+}
+
+/* arm(what) -> False (armed, nothing to take) or True (something to take
+ * now); end of stream and dead peers raise as the take itself would. */
+static PyObject *chan_arm(ChanObject *self, PyObject *arg)
+{
+    unsigned long what = PyLong_AsUnsignedLong(arg);
+    if (what == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    ndc_chan *ch = chan_get(self);
+    if (!ch)
+        return NULL;
+    int r = ndc_notify_arm(ch, (uint32_t)what);
+    if (r < 0)
+        return raise_ndc(r, what == NDC_WAIT_RESERVE);
+    return PyBool_FromLong(r);
 }
 
 /* ---- channel: broadcast ------------------------------------------------------------ */
@@ -1085,6 +1120,8 @@ static PyMethodDef chan_methods[] = {
      "Broadcast channels: make this handle a subscriber now (it gets the history, then every "
      "array committed from now on). A second call does nothing."},
     {"_subscribers", (PyCFunction)chan_subscribers, METH_NOARGS, NULL},
+    {"_notify_fd", (PyCFunction)chan_notify_fd, METH_O, NULL},
+    {"_arm", (PyCFunction)chan_arm, METH_O, NULL},
     {"wait_drained", (PyCFunction)(void (*)(void))chan_wait_drained, METH_VARARGS | METH_KEYWORDS,
      "wait_drained(timeout=None, closed=False): until every array committed so far was released "
      "by its receiver (JoinableQueue.join); closed=True: and the channel is closed and empty."},
@@ -1191,6 +1228,85 @@ static PyObject *mod_suggest_cpus(PyObject *m, PyObject *unused)
     return Py_BuildValue("(ii)", p, c);
 }
 
+/* wait_any(channels, whats, timeout) -> [status, ...]: ndc_wait_any over
+ * parallel sequences; status 1 ready, 0 not, else a negative errno
+ * (-EPIPE, -EOWNERDEAD, -EPERM) for the Python layer to map. */
+struct wany_ctx { ndc_chan **chans; uint32_t *what; uint32_t n; int32_t *ready; };
+static int wany_fn(void *c, int64_t t)
+{
+    struct wany_ctx *w = c;
+    return ndc_wait_any(w->chans, w->what, w->n, w->ready, t);
+}
+
+static PyObject *mod_wait_any(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *kwl[] = {"channels", "whats", "timeout", NULL};
+    PyObject *chs, *whs, *tmo = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", kwl, &chs, &whs, &tmo))
+        return NULL;
+    int64_t t = timeout_ns(tmo);
+    if (t == -2)
+        return NULL;
+    PyObject *cl = PySequence_List(chs), *wl = cl ? PySequence_List(whs) : NULL, *ret = NULL;
+    if (!wl)
+        goto out_lists;
+    Py_ssize_t n = PyList_Size(cl);
+    if (n != PyList_Size(wl) || n > NDC_WAIT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "wait_any: as many whats as channels, at most 65536");
+        goto out_lists;
+    }
+    struct wany_ctx w = {.n = (uint32_t)n};
+    w.chans = PyMem_Calloc(n ? n : 1, sizeof *w.chans);
+    w.what = PyMem_Calloc(n ? n : 1, sizeof *w.what);
+    w.ready = PyMem_Calloc(n ? n : 1, sizeof *w.ready);
+    ChanObject **objs = PyMem_Calloc(n ? n : 1, sizeof *objs);
+    Py_ssize_t nbusy = 0;
+    if (!w.chans || !w.what || !w.ready || !objs) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyList_GetItem(cl, i);
+        int is = PyObject_IsInstance(c, (PyObject *)ChanType);
+        if (is <= 0) {
+            if (!is)
+                PyErr_SetString(PyExc_TypeError, "wait_any: channels must be ndchan channels");
+            goto out;
+        }
+        unsigned long wv = PyLong_AsUnsignedLong(PyList_GetItem(wl, i));
+        if (wv == (unsigned long)-1 && PyErr_Occurred())
+            goto out;
+        objs[i] = (ChanObject *)c;
+        if (!(w.chans[i] = chan_get(objs[i])))
+            goto out;
+        w.what[i] = (uint32_t)wv;
+    }
+    for (; nbusy < n; nbusy++)
+        busy_enter(objs[nbusy]);
+    int r = wait_sliced(NULL, wany_fn, &w, t);
+    if (r == WAIT_PYERR)
+        goto out;
+    if (r < 0) {
+        raise_ndc(r, 0);
+        goto out;
+    }
+    if (!(ret = PyList_New(n)))
+        goto out;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyList_SetItem(ret, i, PyLong_FromLong(w.ready[i]));
+out:
+    for (Py_ssize_t i = 0; i < nbusy; i++)
+        busy_leave(objs[i]);
+    PyMem_Free(w.chans);
+    PyMem_Free(w.what);
+    PyMem_Free(w.ready);
+    PyMem_Free(objs);
+out_lists:
+    Py_XDECREF(cl);
+    Py_XDECREF(wl);
+    return ret;
+}
+
 static PyMethodDef mod_methods[] = {
     {"unlink", mod_unlink, METH_O, "Remove a named channel's name; attached processes keep working."},
     {"strerror", mod_strerror, METH_O, "ndc_strerror for an errno value."},
@@ -1199,6 +1315,8 @@ static PyMethodDef mod_methods[] = {
      "npy_write(array, path): one array (any strides) to a .npy file."},
     {"pin_cpu", mod_pin_cpu, METH_O, "Bind the calling thread to one CPU."},
     {"suggest_cpus", mod_suggest_cpus, METH_NOARGS, "(producer_cpu, consumer_cpu) sharing the most."},
+    {"wait_any", (PyCFunction)(void (*)(void))mod_wait_any, METH_VARARGS | METH_KEYWORDS,
+     "wait_any(channels, whats, timeout): ndc_wait_any; a status per entry (use ndchan.wait_any)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1244,6 +1362,8 @@ PyMODINIT_FUNC PyInit__ndchan(void)
         {"HUGEPAGES", NDC_HUGEPAGES}, {"BROADCAST", NDC_BROADCAST}, {"SUBSCRIBE", NDC_SUBSCRIBE},
         {"SLOW_BLOCK", NDC_SLOW_BLOCK}, {"SLOW_LATEST", NDC_SLOW_LATEST},
         {"MAX_SUB_LOANS", NDC_MAX_SUB_LOANS},
+        {"WAIT_ACQUIRE", NDC_WAIT_ACQUIRE}, {"WAIT_RESERVE", NDC_WAIT_RESERVE},
+        {"WAIT_MAX", NDC_WAIT_MAX},
         {"MAX_DIMS", NDC_MAX_DIMS}, {"MAX_SLOTS", NDC_MAX_SLOTS},
         {"NAME_MAX", NDC_NAME_MAX}, {"VERSION_MAJOR", NDC_VERSION_MAJOR},
         {"VERSION_MINOR", NDC_VERSION_MINOR},

@@ -140,3 +140,20 @@ def value_late_reader(name, report):
     v = ndchan.LatestValue.open(name, (4,), "float64")
     a = v.get(timeout=5)
     report.send((a.tolist(), time.monotonic() - t))
+
+
+def produce(ch, k, n, go=None):
+    """Send n arrays [k, i] tagged i, then end the stream (after `go`, if given)."""
+    if go is not None:
+        go.wait(20)
+    for i in range(n):
+        ch.send(np.array([k, i], dtype=np.int64), tag=i, timeout=20)
+    ch.close()
+
+
+def produce_then_hang(ch, n, ready):
+    """Send n arrays, then wait to be killed."""
+    for i in range(n):
+        ch.send(np.array([i], dtype=np.int64), tag=i, timeout=20)
+    ready.set()
+    time.sleep(60)

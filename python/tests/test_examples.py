@@ -11,7 +11,8 @@ EXAMPLES = os.environ.get("NDCHAN_EXAMPLES") or os.path.join(HERE, "..", "..", "
 
 @pytest.mark.parametrize("script,args", [("pipeline.py", ["-n", "16", "--busy-every", "4"]),
                                          ("pool_imap.py", ["-n", "60"]),
-                                         ("broadcast.py", ["-n", "60"])])
+                                         ("broadcast.py", ["-n", "60"]),
+                                         ("asyncio_consumer.py", ["-n", "200"])])
 def test_example(script, args):
     path = os.path.join(EXAMPLES, script)
     if not os.path.exists(path):
