@@ -81,7 +81,9 @@ static const char help[] =
 "                     slots (ndchan-loan's 8 B round trip at 1, 4, 16 and 64 slots per\n"
 "                     channel, beside the spin floor), fanout (broadcast: the publisher's\n"
 "                     cost with 1, 2, 4 subscribers, 256 MiB to 4 without a copy, the\n"
-"                     latest policy with a sleeping subscriber), bridge (ndchan-bridge vs\n"
+"                     latest policy with a sleeping subscriber), notify (ndc_notify_fd's\n"
+"                     round trip in epoll against a raw eventfd, ndc_wait_any's wake-up\n"
+"                     over 1, 128, 1000 channels: runs notify-rtt), bridge (ndchan-bridge vs\n"
 "                     raw UCX; only when named)\n"
 "  --sleep-us N       pause between round trips in the peer-asleep case (default 1000)\n"
 "  --spin-ns N        ndchan spin budget (ndc_chan_opts.spin_ns; default 0 = library's)\n"
@@ -992,6 +994,67 @@ static double idle_pct = -1;   /* measured in main, unless --only leaves it out 
 static struct fanout_result FO;   /* measured in main: --parts fanout */
 static int fanout_run;
 
+/* The pollable fd and wait-any (--parts notify): notify-rtt, built beside
+ * this program, run as a child; its report is printed as it is and two of
+ * its figures feed the targets. */
+static char notify_out[8192];
+static double notify_fd_ratio = NAN, notify_1000_us = NAN;
+static int notify_run;
+
+static void run_notify(void)
+{
+    char self[4096], cmd[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        snprintf(notify_out, sizeof notify_out, "skipped: no /proc/self/exe to find notify-rtt by\n");
+        return;
+    }
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash)
+        slash[1] = 0;
+    snprintf(cmd, sizeof cmd, "%snotify-rtt", self);
+    if (access(cmd, X_OK) != 0) {
+        snprintf(notify_out, sizeof notify_out, "skipped: %s is not there (it is built, not installed)\n", cmd);
+        return;
+    }
+    snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %d 3 2>&1", opt.full ? 20000 : 5000);
+    fflush(NULL);
+    FILE *p = popen(cmd, "r");
+    size_t len = 0;
+    char line[512];
+    while (p && fgets(line, sizeof line, p)) {
+        double v;
+        if (sscanf(line, "ndchan-fd (io_uring) / eventfd: %lfx", &v) == 1)
+            notify_fd_ratio = v;
+        if (sscanf(line, "  ndc_wait_any, 1000 channels %lf", &v) == 1 && isnan(notify_1000_us))
+            notify_1000_us = v;
+        if (len + strlen(line) < sizeof notify_out - 1) {
+            memcpy(notify_out + len, line, strlen(line) + 1);
+            len += strlen(line);
+        }
+    }
+    if (!p || pclose(p) != 0)
+        snprintf(notify_out + len, sizeof notify_out - len, "(notify-rtt failed)\n");
+}
+
+static void print_notify(void)
+{
+    if (!notify_run)
+        return;
+    printf("\nPollable fd and wait-any (notify-rtt: two processes, each in epoll_wait on the other's fd, "
+           "against raw fds; wait-any wake-ups):\n%s", notify_out);
+}
+
+static void notify_targets(void)
+{
+    if (!notify_run)
+        return;
+    target("notify fd: round trip through ndc_notify_fd in epoll <= 1.2x a raw eventfd", notify_fd_ratio, 1.2, 0,
+           "%.2fx; ndc_wait_any over 1000 channels wakes a sleeping receiver in %.0f us", notify_fd_ratio,
+           notify_1000_us);
+}
+
 static void print_fanout(void)
 {
     if (!fanout_run)
@@ -1047,6 +1110,7 @@ static void compute_targets(void)
         target("idle: a receiver asleep on an empty channel uses <= 1% of a core", idle_pct, 1.0, 0,
                "%.2f%% of a core over %.0f s", idle_pct, IDLE_SECONDS);
     fanout_targets();
+    notify_targets();
     v = ratio_lat("ndchan-loan", "", HANDOFF_BIG, "ndchan-loan", "", 8, &x, &y, sp);
     target("ndchan-loan hand-off does not grow: 256 MiB round trip <= 2x the 8 B one", v, 2, 0,
            "%.2fx (p50 %.2f us vs %.2f us%s)", v, x, y, sp);
@@ -1402,6 +1466,10 @@ int main(int argc, char **argv)
         fanout_run = 1;
         bench_fanout(&FO, !opt.full);
     }
+    if (part("notify") && selected("notify")) {
+        notify_run = 1;
+        run_notify();
+    }
     double secs = (double)(now_ns() - t0) * 1e-9;
 
     int same = opt.cpu[0] == opt.cpu[1];
@@ -1422,6 +1490,7 @@ int main(int argc, char **argv)
     print_sweep();
     print_misses();
     print_fanout();
+    print_notify();
     compute_targets();
     print_targets();
     if (opt.parts && in_list(opt.parts, "bridge"))   /* never in the default run */
