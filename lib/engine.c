@@ -210,6 +210,11 @@ static int gone_for_good(ndc_chan *ch, int side, struct ndc__deadline *dl)
     if (!ndc__peer_other_side_gone(ch, side))
         return 0;
     ndc__peer_sweep(ch, dl);
+    /* Commits past the head whose head cell says "not yet", with nobody
+     * inside a step: the cell lost its array (a scribble). Those arrays
+     * are owed to us before "gone": repair, which lists them again. */
+    if (side == NDC__SIDE_READY && !ch->bcast && ndc__queue_head_stuck(ch))
+        ndc__peer_repair(ch, dl, 1);
     return !would_take_now(ch, side) && ndc__peer_other_side_gone(ch, side);
 }
 
