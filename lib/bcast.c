@@ -35,16 +35,6 @@ static struct ndc__peer *me_of(const ndc_chan *ch)
     return &ch->peers[ch->me];
 }
 
-static uint64_t committed(const ndc_chan *ch)
-{
-    return atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire) & ~NDC__TAIL_CLOSED;
-}
-
-static uint32_t peers_hw(const ndc_chan *ch)
-{
-    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
-    return hw < ch->seg.g.max_peers ? hw : ch->seg.g.max_peers;
-}
 
 void ndc__bcast_subscribe(ndc_chan *ch)
 {
@@ -56,7 +46,7 @@ void ndc__bcast_subscribe(ndc_chan *ch)
             ndc__cpu_relax();   /* another thread of this handle is subscribing it */
         return;
     }
-    uint64_t t = committed(ch), h = ch->seg.g.history;
+    uint64_t t = ndc__queue_commits(ch), h = ch->seg.g.history;
     uint64_t start = t > h ? t - h : 0;
     atomic_store_explicit(&p->dropped, 0, memory_order_relaxed);
     atomic_store_explicit(&p->taken, 0, memory_order_relaxed);
@@ -74,7 +64,7 @@ void ndc__bcast_subscribe(ndc_chan *ch)
 static uint64_t slowest(const ndc_chan *ch)
 {
     uint64_t low = UINT64_MAX;
-    uint32_t hw = peers_hw(ch);
+    uint32_t hw = ndc__peers_hw(ch);
     for (uint32_t i = 0; i < hw; i++) {
         const struct ndc__peer *p = &ch->peers[i];
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
@@ -127,7 +117,7 @@ static void free_below(ndc_chan *ch, uint64_t horizon)
             any = 1;
     }
     if (any)
-        atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
+        ndc__queue_freed(ch);
 }
 
 /* The horizon: READY slots below it that nobody reads are the publisher's. */
@@ -144,7 +134,7 @@ static uint64_t horizon_of(const ndc_chan *ch, uint64_t t)
 
 int ndc__bcast_can_reserve(const ndc_chan *ch)
 {
-    uint64_t t = committed(ch), w;
+    uint64_t t = ndc__queue_commits(ch), w;
     uint32_t s;
     return oldest_unread(ch, horizon_of(ch, t), &s, &w) ||
            (ch->seg.g.slow_policy == NDC_SLOW_LATEST && oldest_unread(ch, t ? t - 1 : 0, &s, &w));
@@ -155,7 +145,7 @@ int ndc__bcast_try_reserve(ndc_chan *ch, uint32_t *slot)
     if (ndc__queue_try_reserve(ch, slot) == 0)
         return 0;
     for (int attempt = 0; attempt < 4; attempt++) {
-        uint64_t t = committed(ch), horizon = horizon_of(ch, t);
+        uint64_t t = ndc__queue_commits(ch), horizon = horizon_of(ch, t);
         int latest = ch->seg.g.slow_policy == NDC_SLOW_LATEST;
         free_below(ch, horizon);
         if (ndc__queue_try_reserve(ch, slot) == 0)
@@ -244,7 +234,7 @@ int ndc__bcast_try_take(ndc_chan *ch, uint32_t *slot_out)
     for (;;) {
         uint64_t c = atomic_load_explicit(&p->cursor, memory_order_relaxed);
         if (latest) {
-            uint64_t t = committed(ch);
+            uint64_t t = ndc__queue_commits(ch);
             if (t > c + 1) {
                 pass(ch, c, t - 1, 1);   /* the newest one it has not had */
                 continue;
@@ -328,7 +318,7 @@ int ndc__bcast_release(ndc_chan *ch, uint32_t slot)
     unpin(ch, slot);
     ndc__step_leave(ch);
     /* a publisher waiting for a slot looks again (as queue_free) */
-    atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
+    ndc__queue_freed(ch);
     return 0;
 }
 
@@ -365,12 +355,12 @@ void ndc__bcast_retire(ndc_chan *ch, uint32_t peer)
             unpin(ch, e - 1u);
     }
     atomic_store_explicit(&p->subscribed, 0, memory_order_release);
-    atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
+    ndc__queue_freed(ch);
 }
 
 void ndc__bcast_rebuild(ndc_chan *ch, ndc__alive_fn alive)
 {
-    uint32_t n = ch->seg.g.nslots, hw = peers_hw(ch);
+    uint32_t n = ch->seg.g.nslots, hw = ndc__peers_hw(ch);
     uint16_t readers[NDC_MAX_SLOTS];
     memset(readers, 0, sizeof readers[0] * n);
     for (uint32_t i = 0; i < hw; i++) {
@@ -390,7 +380,7 @@ void ndc__bcast_rebuild(ndc_chan *ch, ndc__alive_fn alive)
     }
     int8_t live[NDC_MAX_PEERS];
     memset(live, -1, sizeof live);
-    uint64_t t = committed(ch);
+    uint64_t t = ndc__queue_commits(ch);
     for (uint32_t i = 0; i < n; i++) {
         _Atomic uint64_t *stw = &ch->slots[i].state;
         uint64_t w = atomic_load_explicit(stw, memory_order_relaxed);
@@ -437,7 +427,7 @@ void ndc__bcast_rebuild(ndc_chan *ch, ndc__alive_fn alive)
 
 int ndc__bcast_drained(const ndc_chan *ch, uint64_t upto)
 {
-    uint32_t hw = peers_hw(ch);
+    uint32_t hw = ndc__peers_hw(ch);
     for (uint32_t i = 0; i < hw; i++) {
         const struct ndc__peer *p = &ch->peers[i];
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||

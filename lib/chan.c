@@ -722,12 +722,6 @@ int ndc_recv(ndc_chan *ch, struct ndc_array *a, size_t capacity, int64_t timeout
 
 /* ---- state -------------------------------------------------------------- */
 
-/* Commits so far: the ring's tail (the next array's seq). */
-static uint64_t commits(const ndc_chan *ch)
-{
-    return atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire) & ~NDC__TAIL_CLOSED;
-}
-
 /* Whether nothing committed before `upto` (a seq) is ready or on loan.
  * A torn read of a header's seq can only make it wait one more poll. */
 static int drained(const ndc_chan *ch, uint64_t upto)
@@ -751,13 +745,13 @@ int ndc_wait_drained(ndc_chan *ch, uint32_t flags, int64_t timeout_ns)
     if (r || (r = ndc__ensure_joined(ch)))
         return r;
     struct ndc__ctrl *c = ch->ctrl;
-    uint64_t upto = commits(ch);
+    uint64_t upto = ndc__queue_commits(ch);
     struct ndc__deadline dl;
     ndc__deadline_init(&dl, timeout_ns);
     for (int64_t polls = 0;; polls++) {
         int closed = !!(atomic_load_explicit(&c->sem[NDC__SIDE_READY].count, memory_order_acquire) & NDC__CLOSED);
         if (flags & NDC_DRAIN_CLOSED)
-            upto = closed ? UINT64_MAX : commits(ch);
+            upto = closed ? UINT64_MAX : ndc__queue_commits(ch);
         if ((ch->bcast ? ndc__bcast_drained(ch, upto) : drained(ch, upto)) &&
             (!(flags & NDC_DRAIN_CLOSED) || closed))
             return 0;
@@ -793,9 +787,9 @@ int ndc_subscribers(const ndc_chan *ch, struct ndc_sub_stat *out, uint32_t cap)
         return ndc__fail(-EINVAL, "NULL channel or output");
     if (!ch->bcast)
         return ndc__fail(-EINVAL, "not a broadcast channel");
-    uint64_t sent = commits(ch);
-    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire), k = 0;
-    for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
+    uint64_t sent = ndc__queue_commits(ch);
+    uint32_t hw = ndc__peers_hw(ch), k = 0;
+    for (uint32_t i = 0; i < hw; i++) {
         const struct ndc__peer *p = &ch->peers[i];
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
             atomic_load_explicit(&p->subscribed, memory_order_acquire) != 1 || !ndc__peer_alive(ch, i))
@@ -833,8 +827,8 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
             return ndc__fail(-EBADMSG, "slot %u has a corrupt state word", i);
         }
     }
-    uint32_t hw = atomic_load_explicit(&c->peers_hw, memory_order_relaxed), others;
-    for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
+    uint32_t hw = ndc__peers_hw(ch), others;
+    for (uint32_t i = 0; i < hw; i++) {
         const struct ndc__peer *p = &ch->peers[i];
         if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
             !ndc__peer_alive(ch, i))
@@ -845,7 +839,7 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
     s.attached = ndc__peer_count_alive(ch, &others);
     s.closed = !!(atomic_load_explicit(&c->sem[NDC__SIDE_READY].count, memory_order_relaxed) & NDC__CLOSED);
     s.stale = others == 0;
-    s.sent = commits(ch);
+    s.sent = ndc__queue_commits(ch);
     s.received = atomic_load_explicit(&c->head, memory_order_relaxed);
     if (ch->bcast) {
         s.broadcast = 1;
@@ -853,7 +847,7 @@ int ndc_stat(const ndc_chan *ch, struct ndc_stat *st)
         s.slow_policy = ch->seg.g.slow_policy;
         s.received = atomic_load_explicit(&c->gone_received, memory_order_relaxed);
         s.dropped = atomic_load_explicit(&c->gone_dropped, memory_order_relaxed);
-        for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++) {
+        for (uint32_t i = 0; i < hw; i++) {
             const struct ndc__peer *p = &ch->peers[i];
             if (atomic_load_explicit(&p->state, memory_order_relaxed) != NDC__PEER_LIVE ||
                 atomic_load_explicit(&p->subscribed, memory_order_relaxed) != 1 || !ndc__peer_alive(ch, i))

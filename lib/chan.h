@@ -62,6 +62,14 @@ struct ndc_chan {
     _Atomic uint32_t stash_count;/* the same, for a lock-free look on the fast path */
 };
 
+/* Peer entries in use are below this (the shared high-water mark, clamped:
+ * a scribbled one must not steer a loop past the table). */
+static inline uint32_t ndc__peers_hw(const ndc_chan *ch)
+{
+    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
+    return hw < ch->seg.g.max_peers ? hw : ch->seg.g.max_peers;
+}
+
 /* Bring a handle used for the first time in a forked child into the
  * segment as its own peer. Cheap when nothing forked: one load. */
 int ndc__rejoin_slow(ndc_chan *ch);

@@ -152,11 +152,6 @@ static uint32_t unlock_and_wake(ndc_chan *ch, uint32_t back)
     return back;
 }
 
-static uint32_t peers_hw(const ndc_chan *ch)
-{
-    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
-    return hw < ch->seg.g.max_peers ? hw : ch->seg.g.max_peers;
-}
 
 /* Whether entry i holds something a sweep must give back: it was left by
  * ndc_free (GONE), its process died (LIVE, byte free), or it is garbage. */
@@ -173,7 +168,7 @@ int ndc__peer_sweep(ndc_chan *ch, struct ndc__deadline *dl)
     /* Judged without the lock (a syscall per peer), acted on only after
      * judging again under it: claims of dead entries and retirements both
      * run under the lock, and a joiner holds the byte before it claims. */
-    uint32_t hw = peers_hw(ch), found = 0;
+    uint32_t hw = ndc__peers_hw(ch), found = 0;
     for (uint32_t i = 0; i < hw && !found; i++)
         found = departed(ch, i);
     if (!found)
@@ -278,7 +273,7 @@ void ndc__peer_leave(ndc_chan *ch)
      * they held comes back only when some survivor next has to wait. One
      * that died inside a ring step needs a repair, which may wait: that is
      * left to the next sweep. */
-    uint32_t hw = peers_hw(ch);
+    uint32_t hw = ndc__peers_hw(ch);
     for (uint32_t i = 0; i < hw; i++)
         if (departed(ch, i) && !ndc__queue_died_in_step(ch, i))
             back += retire(ch, i, 0);
@@ -304,7 +299,7 @@ int ndc__peer_other_side_gone(ndc_chan *ch, int side)
                                          memory_order_relaxed);
     if (gone == 0)
         return 0;
-    uint32_t hw = peers_hw(ch);
+    uint32_t hw = ndc__peers_hw(ch);
     for (uint32_t i = 0; i < hw; i++) {
         struct ndc__peer *p = &ch->peers[i];
         if (atomic_load_explicit(&p->state, memory_order_relaxed) == NDC__PEER_LIVE &&
@@ -324,7 +319,7 @@ int ndc__peer_elsewhere(ndc_chan *ch, int side)
      * wherever it ran, and must not make a waiter spin on a CPU its real
      * peer shares. Until some peer has played the role, any peer counts. */
     uint32_t role = side == NDC__SIDE_READY ? NDC__PEER_SENT : NDC__PEER_RECEIVED;
-    uint32_t hw = peers_hw(ch), others = 0, with_role = 0;
+    uint32_t hw = ndc__peers_hw(ch), others = 0, with_role = 0;
     int role_elsewhere = 0, any_elsewhere = 0;
     for (uint32_t i = 0; i < hw; i++) {
         if (i == ch->me)
@@ -348,7 +343,7 @@ int ndc__peer_elsewhere(ndc_chan *ch, int side)
 
 uint32_t ndc__peer_count_alive(const ndc_chan *ch, uint32_t *others)
 {
-    uint32_t hw = peers_hw(ch), n = 0, o = 0;
+    uint32_t hw = ndc__peers_hw(ch), n = 0, o = 0;
     for (uint32_t i = 0; i < hw; i++) {
         if (atomic_load_explicit(&ch->peers[i].state, memory_order_relaxed) != NDC__PEER_LIVE ||
             !ndc__peer_alive(ch, i))

@@ -103,11 +103,7 @@ int ndc__queue_free(ndc_chan *ch, uint32_t slot, uint64_t held)
     if (!atomic_compare_exchange_strong_explicit(&ch->slots[slot].state, &w, FREE_WORD,
                                                  memory_order_release, memory_order_relaxed))   /* (F1) */
         return -EINVAL;
-    /* The event word changes by 2 (bit 0 is the end-of-stream mark). seq_cst:
-     * with a sleeper's seq_cst increment of sleepers[FREE] before its load of
-     * this word, either the engine's post sees the sleeper or the sleeper
-     * sees this change (engine.c, post). */
-    atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
+    ndc__queue_freed(ch);
     return 0;
 }
 
@@ -260,8 +256,8 @@ int ndc__queue_head_stuck(const ndc_chan *ch)
     uint64_t cs = atomic_load_explicit(&ch->cells[h % n].seq, memory_order_acquire);
     if (t <= h || (cs != h && cs + n != h + 1))   /* not what a take reads as empty */
         return 0;
-    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
-    for (uint32_t i = 0; i < hw && i < ch->seg.g.max_peers; i++)
+    uint32_t hw = ndc__peers_hw(ch);
+    for (uint32_t i = 0; i < hw; i++)
         if (atomic_load_explicit(&ch->peers[i].busy, memory_order_acquire))
             return 0;   /* a commit under way (or one whose sender stopped or died: the sweep's) */
     return 1;
@@ -304,9 +300,7 @@ void ndc__queue_forget(ndc_chan *ch, uint32_t peer)
 /* Wait until no live peer is inside a step. */
 static int drain_steps(ndc_chan *ch, struct ndc__deadline *dl, ndc__alive_fn alive)
 {
-    uint32_t hw = atomic_load_explicit(&ch->ctrl->peers_hw, memory_order_acquire);
-    if (hw > ch->seg.g.max_peers)
-        hw = ch->seg.g.max_peers;
+    uint32_t hw = ndc__peers_hw(ch);
     for (uint32_t i = 0; i < hw; i++) {
         for (int spins = 0;; spins++) {
             if (atomic_load_explicit(&ch->peers[i].busy, memory_order_seq_cst) == 0)   /* (G1) (G2) */

@@ -60,6 +60,21 @@ static inline void ndc__step_leave(ndc_chan *ch)
     atomic_fetch_sub_explicit(&ch->peers[ch->me].busy, 1, memory_order_release);   /* (S2) */
 }
 
+/* Commits so far: the ring's tail without its end-of-stream mark (the next
+ * array's seq). */
+static inline uint64_t ndc__queue_commits(const ndc_chan *ch)
+{
+    return atomic_load_explicit(&ch->ctrl->tail, memory_order_acquire) & ~NDC__TAIL_CLOSED;
+}
+/* A slot came free: change the FREE side's event word (by 2: bit 0 is the
+ * end-of-stream mark). seq_cst: with a sleeper's seq_cst increment of
+ * sleepers[FREE] before its load of this word, either the engine's post
+ * sees the sleeper or the sleeper sees this change (engine.c, post). */
+static inline void ndc__queue_freed(ndc_chan *ch)
+{
+    atomic_fetch_add_explicit(&ch->ctrl->sem[NDC__SIDE_FREE].count, NDC__EVENT, memory_order_seq_cst);
+}
+
 /* Whether a peer's process still runs (the liveness lock). */
 typedef int (*ndc__alive_fn)(const ndc_chan *ch, uint32_t peer);
 /* Repair, with the repair lock held: close the gate to ring steps, wait
